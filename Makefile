@@ -1,0 +1,50 @@
+# Swallow: the one entry point for building, testing, installing and running.
+#   make          release build (installs missing Debian -dev packages first)
+#   make test     build and run every test
+#   make install  install into the system layout, or under $(DESTDIR)
+#   make clean    remove build output
+
+SWIFT      ?= swift
+DESTDIR    ?=
+CONFIG_DIR ?= /etc/postfix
+SBIN_DIR   ?= /usr/sbin
+DAEMON_DIR ?= /usr/libexec/postfix
+QUEUE_DIR  ?= /var/spool/postfix
+DATA_DIR   ?= /var/lib/postfix
+
+# Debian packages the build needs, and those the tests use as real peers.
+BUILD_PACKAGES = libssl-dev libsasl2-dev libdb-dev libpcre2-dev pkg-config
+TEST_PACKAGES  = python3 swaks util-linux
+
+# Programs by install location; only those already built are installed.
+COMMANDS = postconf
+DAEMONS  =
+
+RELEASE_BIN = .build/release
+# The reference Postfix 3.7, unpacked here for comparison tests (never installed).
+REF_DIR = .ref/postfix
+
+.PHONY: all build deps test-deps test install clean reference
+
+all: build
+
+build: deps
+	$(SWIFT) build -c release
+
+deps:
+	@bash tools/ensure-packages $(BUILD_PACKAGES)
+
+test-deps: deps
+	@bash tools/ensure-packages $(TEST_PACKAGES)
+	@bash tools/fetch-reference $(REF_DIR) || echo "note: reference Postfix unavailable; comparison tests will be skipped"
+
+test: test-deps
+	$(SWIFT) build --build-tests
+	SWALLOW_REF_DIR=$(CURDIR)/$(REF_DIR) $(SWIFT) test --skip-build
+
+install: build
+	@bash tools/install-swallow "$(DESTDIR)" "$(RELEASE_BIN)" "$(CONFIG_DIR)" "$(SBIN_DIR)" \
+		"$(DAEMON_DIR)" "$(QUEUE_DIR)" "$(DATA_DIR)" "$(COMMANDS)" "$(DAEMONS)"
+
+clean:
+	rm -rf .build .ref

@@ -1,0 +1,36 @@
+// swift-tools-version:6.0
+// Swallow: a Postfix-compatible mail transfer agent. Layers (lower never imports higher):
+// C shims & system libraries -> MailUtil -> MailGlobal -> (MailServer, MailTLS, MailSASL) -> <Program>Core -> program.
+import PackageDescription
+
+/// Every program is its own executable product, named as the Postfix program it mirrors.
+/// `main.swift` lives in Sources/Programs/<name>/ and hands over to its `<Name>Core` library.
+let programs: [(name: String, deps: [Target.Dependency])] = [
+    ("postconf", ["PostconfCore"]),
+]
+
+let package = Package(
+    name: "Swallow",
+    products: programs.map { .executable(name: $0.name, targets: [$0.name]) },
+    targets: [
+        // C shims: GNU extensions and macros Swift cannot see (posix_spawn, epoll, CMSG, ...).
+        .target(name: "CShim"),
+        .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CSASL", pkgConfig: "libsasl2", providers: [.apt(["libsasl2-dev"])]),
+        .systemLibrary(name: "CBerkeleyDB", providers: [.apt(["libdb-dev"])]),
+        .systemLibrary(name: "CPCRE2", pkgConfig: "libpcre2-8", providers: [.apt(["libpcre2-dev"])]),
+        .systemLibrary(name: "CResolv"),
+
+        .target(name: "MailUtil", dependencies: ["CShim"]),
+        .target(name: "MailGlobal", dependencies: ["MailUtil", "CShim"]),
+        .target(name: "PostconfCore", dependencies: ["MailGlobal", "MailUtil"]),
+
+        .testTarget(name: "SystemLibraryTests",
+                    dependencies: ["CShim", "COpenSSL", "CSASL", "CBerkeleyDB", "CPCRE2", "CResolv"]),
+        .testTarget(name: "MailUtilTests", dependencies: ["MailUtil"]),
+        .testTarget(name: "MailGlobalTests", dependencies: ["MailGlobal", "MailUtil"]),
+        .testTarget(name: "PostconfTests", dependencies: ["PostconfCore", "MailGlobal", "MailUtil"]),
+    ] + programs.map {
+        .executableTarget(name: $0.name, dependencies: $0.deps, path: "Sources/Programs/\($0.name)")
+    }
+)

@@ -1,0 +1,2 @@
+/* Berkeley DB (the library Postfix's hash: and btree: tables use). */
+#include <db.h>

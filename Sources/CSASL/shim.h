@@ -1,0 +1,3 @@
+/* Cyrus SASL for Swift. */
+#include <sasl/sasl.h>
+#include <sasl/saslutil.h>

@@ -1,0 +1,28 @@
+// Test helpers: streams over temporary files, read in chunks of a chosen size.
+import Glibc
+@testable import MailUtil
+
+/// Chunk sizes every codec test is fed with: one byte at a time, odd splits, all at once.
+let feedSizes = [1, 2, 3, 7, 64, Int.max]
+
+/// A stream that reads `bytes` from an unlinked temporary file, at most `chunk` bytes per read.
+func makeStream(_ bytes: [UInt8], chunk: Int = Int.max) -> FDStream {
+    var template = Array("/tmp/swallow-test-XXXXXX".utf8CString)
+    let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+    precondition(fd >= 0, "mkstemp failed")
+    template.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
+    bytes.withUnsafeBytes { raw in
+        var off = 0
+        while off < raw.count {
+            let n = write(fd, raw.baseAddress! + off, raw.count - off)
+            precondition(n > 0, "write failed")
+            off += n
+        }
+    }
+    lseek(fd, 0, SEEK_SET)
+    let s = FDStream(fd: fd, closeOnDeinit: true)
+    s.maxReadSize = chunk
+    return s
+}
+
+func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }
