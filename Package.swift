@@ -23,7 +23,7 @@ let package = Package(
 
         .target(name: "MailUtil", dependencies: ["CShim"]),
         .target(name: "MailGlobal", dependencies: ["MailUtil", "CShim"]),
-        .target(name: "PostconfCore", dependencies: ["MailGlobal", "MailUtil"]),
+        .target(name: "PostconfCore", dependencies: ["MailGlobal", "MailUtil", "COpenSSL"]),
 
         .testTarget(name: "SystemLibraryTests",
                     dependencies: ["CShim", "COpenSSL", "CSASL", "CBerkeleyDB", "CPCRE2", "CResolv"]),

@@ -101,17 +101,22 @@ public enum ConfigFile {
         return out
     }
 
-    /// Loads a main.cf-style file into an ordered dictionary, warning about repeated names
-    /// as Postfix does ("overriding earlier entry"). A missing file throws.
-    public static func load(path: String) throws -> ConfigEntries {
+    /// Loads a main.cf-style file into an ordered dictionary, warning when a name is set
+    /// again to a different value, as Postfix does ("overriding earlier entry"). A missing
+    /// file throws.
+    public static func load(path: String, into entries: inout ConfigEntries) throws {
         let content = try SafeFile.read(path)
-        var entries = ConfigEntries()
         for (name, value, line) in parsePairs(content, path: path) {
-            if let old = entries[name] {
+            if let old = entries[name], old != value {
                 Msg.warn("\(path), line \(line): overriding earlier entry: \(name)=\(old)")
             }
             entries[name] = value
         }
+    }
+
+    public static func load(path: String) throws -> ConfigEntries {
+        var entries = ConfigEntries()
+        try load(path: path, into: &entries)
         return entries
     }
 }

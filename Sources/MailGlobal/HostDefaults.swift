@@ -21,11 +21,11 @@ public enum HostDefaults {
         return name + "." + (explicitDomain ?? "localdomain")
     }
 
-    /// The default mydomain: myhostname without its first label, or "localdomain".
+    /// The default mydomain: everything after the first dot of myhostname (possibly
+    /// empty), or "localdomain" when there is no dot.
     public static func mydomain(myhostname: String) -> String {
         guard let dot = myhostname.firstIndex(of: ".") else { return "localdomain" }
-        let rest = myhostname[myhostname.index(after: dot)...]
-        return rest.isEmpty ? "localdomain" : String(rest)
+        return String(myhostname[myhostname.index(after: dot)...])
     }
 
     /// An interface address with its netmask.
@@ -36,23 +36,19 @@ public enum HostDefaults {
         public var mask: [UInt8]
     }
 
-    /// Address families named by inet_protocols ("all", "ipv4", "ipv6", a list).
-    public static func families(inetProtocols: String) -> [Int32] {
-        var fams: [Int32] = []
-        for word in Tokens.split(inetProtocols.lowercased()) {
+    /// Address families named by inet_protocols ("all", "ipv4", "ipv6", a list), always
+    /// IPv4 before IPv6; an unknown word is an error with Postfix's text.
+    public static func families(inetProtocols: String) -> Result<[Int32], ConfigError> {
+        var v4 = false, v6 = false
+        for word in Tokens.split(inetProtocols) {
             switch word {
-            case "all":
-                fams += [AF_INET, AF_INET6]
-            case "ipv4":
-                fams.append(AF_INET)
-            case "ipv6":
-                fams.append(AF_INET6)
-            default:
-                break
+            case "all": v4 = true; v6 = true
+            case "ipv4": v4 = true
+            case "ipv6": v6 = true
+            default: return .failure(ConfigError("unknown inet_protocols value \"\(word)\" in \"\(inetProtocols)\""))
             }
         }
-        var seen = Set<Int32>()
-        return fams.filter { seen.insert($0).inserted }
+        return .success((v4 ? [AF_INET] : []) + (v6 ? [AF_INET6] : []))
     }
 
     /// Addresses of the interfaces that are up, family by family in the given order.
@@ -113,27 +109,50 @@ public enum HostDefaults {
         return nil
     }
 
-    /// mynetworks for a style ("host", "subnet", "class") over the given addresses.
-    public static func mynetworks(style: String, addresses: [InterfaceAddress]) -> String? {
-        let s = style.lowercased().trimmingBlanks
-        guard s == "host" || s == "subnet" || s == "class" else { return nil }
+    /// The single mask style named by mynetworks_style (class, subnet or host).
+    public static func mynetworksStyle(_ text: String) -> Result<String, ConfigError> {
+        var styles: [String] = []
+        for w in Tokens.split(text) {
+            guard ["class", "subnet", "host"].contains(w) else {
+                return .failure(ConfigError("unknown mynetworks mask style value \"\(w)\" in \"\(text)\""))
+            }
+            if !styles.contains(w) { styles.append(w) }
+        }
+        guard styles.count == 1 else {
+            return .failure(ConfigError("bad mynetworks_style value: \(text); specify exactly one value"))
+        }
+        return .success(styles[0])
+    }
+
+    /// mynetworks for a style ("host", "subnet", "class") over the given addresses:
+    /// networks in address order, duplicates dropped, IPv6 in brackets.
+    public static func mynetworks(style: String, addresses: [InterfaceAddress]) -> Result<String, ConfigError> {
         var parts: [String] = []
         for a in addresses {
             var mask = a.mask
-            if s == "host" {
+            if style == "host" {
                 mask = [UInt8](repeating: 0xFF, count: a.address.count)
-            } else if s == "class" && a.family == AF_INET {
+            } else if style == "class" && a.family == AF_INET {
                 let first = a.address[0]
                 let bits: Int
-                if first < 128 { bits = 8 } else if first < 192 { bits = 16 } else if first < 224 { bits = 24 } else { bits = 4 }
+                if first < 128 { bits = 8 } else if first < 192 { bits = 16 } else if first < 224 { bits = 24 }
+                else if first < 240 { bits = 4 } else {
+                    return .failure(ConfigError("mynetworks_core: unknown address class: \(format(a.family, a.address))"))
+                }
                 mask = prefixMask(bits, count: 4)
             }
             let net = zip(a.address, mask).map { $0 & $1 }
-            let len = mask.reduce(0) { $0 + $1.nonzeroBitCount }
+            var len = 0
+            for byte in mask {
+                if byte == 0xFF { len += 8; continue }
+                len += (~byte).leadingZeroBitCount
+                break
+            }
             let text = format(a.family, net)
-            parts.append(a.family == AF_INET6 ? "[\(text)]/\(len)" : "\(text)/\(len)")
+            let part = a.family == AF_INET6 ? "[\(text)]/\(len)" : "\(text)/\(len)"
+            if !parts.contains(part) { parts.append(part) }
         }
-        return parts.joined(separator: " ")
+        return .success(parts.joined(separator: " "))
     }
 
     static func prefixMask(_ bits: Int, count: Int) -> [UInt8] {
@@ -144,29 +163,104 @@ public enum HostDefaults {
     }
 
     /// The addresses named by inet_interfaces: "all", "loopback-only", or a list of
-    /// addresses (host names are not resolved here; they need the resolver).
-    public static func interfaceAddresses(inetInterfaces: String, families: [Int32]) -> [InterfaceAddress] {
+    /// addresses and host names, each of which must belong to a local interface. An
+    /// explicit list comes back sorted and without duplicates, as Postfix orders it.
+    public static func interfaceAddresses(inetInterfaces: String, families: [Int32]) -> Result<[InterfaceAddress], ConfigError> {
         let words = Tokens.split(inetInterfaces)
         let local = localAddresses(families: families)
-        if words.contains(where: { $0.lowercased() == "all" }) { return local }
+        if words.contains("all") { return .success(local) }
         var out: [InterfaceAddress] = []
+        func add(_ fam: Int32, _ bytes: [UInt8], _ shown: String) -> ConfigError? {
+            guard let iface = local.first(where: { $0.family == fam && $0.address == bytes }) else {
+                return ConfigError("parameter inet_interfaces: no local interface found for \(shown)")
+            }
+            out.append(iface)
+            return nil
+        }
         for w in words {
-            if w.lowercased() == "loopback-only" {
+            if w == "loopback-only" {
                 for fam in families {
-                    if fam == AF_INET { out.append(InterfaceAddress(family: AF_INET, address: [127, 0, 0, 1], mask: [255, 0, 0, 0])) }
-                    if fam == AF_INET6 {
-                        out.append(InterfaceAddress(family: AF_INET6, address: [UInt8](repeating: 0, count: 15) + [1],
-                                                    mask: [UInt8](repeating: 0xFF, count: 16)))
-                    }
+                    let lo: [UInt8] = fam == AF_INET ? [127, 0, 0, 1] : [UInt8](repeating: 0, count: 15) + [1]
+                    if let e = add(fam, lo, format(fam, lo)) { return .failure(e) }
                 }
                 continue
             }
             var text = w
             if text.hasPrefix("[") && text.hasSuffix("]") { text = String(text.dropFirst().dropLast()) }
-            guard let (fam, bytes) = parseAddress(text), families.contains(fam) else { continue }
-            let mask = local.first { $0.address == bytes }?.mask ?? [UInt8](repeating: 0xFF, count: bytes.count)
-            out.append(InterfaceAddress(family: fam, address: bytes, mask: mask))
+            if let (fam, bytes) = parseAddress(text) {
+                if families.contains(fam), let e = add(fam, bytes, text) { return .failure(e) }
+                continue
+            }
+            let resolved = resolve(text, families: families)
+            if resolved.isEmpty {
+                return .failure(ConfigError("parameter inet_interfaces: host not found: \(text)"))
+            }
+            for (fam, bytes) in resolved {
+                if let e = add(fam, bytes, format(fam, bytes)) { return .failure(e) }
+            }
+        }
+        out = mergeSort(out, by: compareAddresses)
+        var uniq: [InterfaceAddress] = []
+        for a in out where uniq.last.map({ $0.family != a.family || $0.address != a.address }) ?? true {
+            uniq.append(a)
+        }
+        return .success(uniq)
+    }
+
+    /// Addresses of a host name (getaddrinfo, numeric results only).
+    static func resolve(_ name: String, families: [Int32]) -> [(Int32, [UInt8])] {
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        hints.ai_family = families == [AF_INET] ? AF_INET : (families == [AF_INET6] ? AF_INET6 : AF_UNSPEC)
+        var res: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(name, nil, &hints, &res) == 0 else { return [] }
+        defer { freeaddrinfo(res) }
+        var out: [(Int32, [UInt8])] = []
+        var p = res
+        while let ai = p {
+            if let sa = ai.pointee.ai_addr, families.contains(ai.pointee.ai_family) {
+                out.append((ai.pointee.ai_family, addressBytes(sa)))
+            }
+            p = ai.pointee.ai_next
         }
         return out
     }
+
+    /// Postfix's address order: IPv4 before IPv6; IPv4 by the difference of the raw
+    /// network-order words read as native integers, IPv6 by bytes.
+    static func compareAddresses(_ a: InterfaceAddress, _ b: InterfaceAddress) -> Int {
+        if a.family != b.family { return a.family == AF_INET ? -1 : 1 }
+        if a.family == AF_INET {
+            let x = a.address.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
+            let y = b.address.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
+            return Int(Int32(bitPattern: x &- y))
+        }
+        for (p, q) in zip(a.address, b.address) where p != q { return Int(p) - Int(q) }
+        return 0
+    }
+
+    /// The merge sort glibc's qsort uses (halves, left element first on ties), so that
+    /// even an inconsistent comparison orders elements as Postfix sees them.
+    static func mergeSort<T>(_ items: [T], by cmp: (T, T) -> Int) -> [T] {
+        if items.count <= 1 { return items }
+        let n1 = items.count / 2
+        let left = mergeSort(Array(items[0..<n1]), by: cmp)
+        let right = mergeSort(Array(items[n1...]), by: cmp)
+        var out: [T] = []
+        out.reserveCapacity(items.count)
+        var i = 0, j = 0
+        while i < left.count && j < right.count {
+            if cmp(left[i], right[j]) <= 0 { out.append(left[i]); i += 1 } else { out.append(right[j]); j += 1 }
+        }
+        out += left[i...]
+        out += right[j...]
+        return out
+    }
+}
+
+/// A configuration error with Postfix's text, fatal where Postfix makes it fatal.
+public struct ConfigError: Error, Equatable, CustomStringConvertible {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
 }

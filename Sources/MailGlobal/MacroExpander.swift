@@ -51,9 +51,9 @@ public struct MacroExpander {
 
     /// Every name the pattern refers to, including names inside both branches of
     /// conditionals and relational operands (MAC_EXP_FLAG_SCAN).
-    public static func names(in pattern: String) -> [String] {
+    public static func names(in pattern: String, warn: @escaping (String) -> Void = { Msg.warn($0) }) -> [String] {
         var found: [String] = []
-        var ex = MacroExpander(recurse: false, scan: true, warn: { _ in }) { name, _ in
+        var ex = MacroExpander(recurse: false, scan: true, warn: warn) { name, _ in
             found.append(name)
             return nil
         }
@@ -319,10 +319,14 @@ public struct MacroExpander {
                 return (false, nil)
             }
             guard let right = extractCurly(buf, &cp) else { return (false, nil) }
+            // Operands are expanded on their own, but count toward the nesting limit (Postfix
+            // restarts the count there and overflows its stack on a self-reference).
             var sub = Context(expander: expander)
+            sub.level = level
             status.formUnion(sub.parse(left))
             let lval = sub.result
             var sub2 = Context(expander: expander)
+            sub2.level = level
             status.formUnion(sub2.parse(right))
             let rval = sub2.result
             if expander.scan {

@@ -44,13 +44,13 @@ public final class MailConfig {
                             processName: String) -> MailConfig {
         let (dir, named) = configDirectory(explicit: explicit)
         let path = dir + "/main.cf"
-        var entries: ConfigEntries
+        var entries = ConfigEntries()
+        if named { entries["config_directory"] = dir }
         do {
-            entries = try ConfigFile.load(path: path)
+            try ConfigFile.load(path: path, into: &entries)
         } catch {
             Msg.fatal("\(error)")
         }
-        if named { entries["config_directory"] = dir }
         for o in overrides {
             guard let (name, value) = splitOverride(o) else {
                 Msg.fatal("bad parameter override: \(o)")
@@ -103,20 +103,51 @@ public final class MailConfig {
         if computing.contains(name) { return nil }
         computing.insert(name)
         defer { computing.remove(name) }
+        let result = Self.hostDefault(name, settings: { self.entries[$0] }, fullValue: { self.value($0) })
+        switch result {
+        case .success(let v): return v
+        case .failure(let e): Msg.fatal(e.message)
+        case nil: return nil
+        }
+    }
+
+    /// Computes a host-derived default (myhostname, mydomain, mynetworks) as Postfix does:
+    /// inputs set in main.cf are expanded with main.cf settings only (`settings`), while
+    /// mynetworks_style's default expression sees full values (`fullValue`). Returns nil
+    /// for other names.
+    public static func hostDefault(_ name: String, settings: @escaping (String) -> String?,
+                                   fullValue: (String) -> String?) -> Result<String, ConfigError>? {
+        func fileOnly(_ n: String) -> String? {
+            guard let raw = settings(n) else { return nil }
+            let ex = MacroExpander(recurse: true, warn: { Msg.warn($0) }) { k, _ in settings(k) }
+            return ex.expand(raw).0
+        }
         switch name {
         case "myhostname":
-            return HostDefaults.myhostname(explicitDomain: isSet("mydomain") ? value("mydomain") : nil)
-        case "mydomain":
-            return HostDefaults.mydomain(myhostname: value("myhostname") ?? "")
-        case "mynetworks":
-            let fams = HostDefaults.families(inetProtocols: value("inet_protocols") ?? "all")
-            let addrs = HostDefaults.interfaceAddresses(inetInterfaces: value("inet_interfaces") ?? "all",
-                                                        families: fams)
-            let style = value("mynetworks_style") ?? "host"
-            guard let nets = HostDefaults.mynetworks(style: style, addresses: addrs) else {
-                Msg.fatal("bad mynetworks_style value: \(style); specify exactly one value")
+            let host = HostDefaults.hostname()
+            if !ValidHostname.isValid(host, gripe: { Msg.warn($0) }) {
+                return .failure(ConfigError("unable to use my own hostname"))
             }
-            return nets
+            return .success(host.contains(".") ? host : host + "." + (fileOnly("mydomain") ?? "localdomain"))
+        case "mydomain":
+            let host: String
+            if let h = fileOnly("myhostname") {
+                host = h
+            } else {
+                switch hostDefault("myhostname", settings: settings, fullValue: fullValue)! {
+                case .success(let h): host = h
+                case .failure(let e): return .failure(e)
+                }
+            }
+            return .success(HostDefaults.mydomain(myhostname: host))
+        case "mynetworks":
+            let styleText = fileOnly("mynetworks_style") ?? fullValue("mynetworks_style") ?? "host"
+            return HostDefaults.families(inetProtocols: fileOnly("inet_protocols") ?? "all").flatMap { fams in
+                HostDefaults.mynetworksStyle(styleText).flatMap { style in
+                    HostDefaults.interfaceAddresses(inetInterfaces: fileOnly("inet_interfaces") ?? "all", families: fams)
+                        .flatMap { HostDefaults.mynetworks(style: style, addresses: $0) }
+                }
+            }
         default:
             return nil
         }

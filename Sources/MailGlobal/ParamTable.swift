@@ -27,6 +27,8 @@ public struct ParamDef: Sendable {
     /// Lowest and highest accepted value (0 = no limit); string lengths for text kinds.
     public let min: Int
     public let max: Int
+    /// Read and checked by every program at start-up (Postfix's mail_params.c tables).
+    public let global: Bool
     /// The default expression, nil when the default is computed at run time.
     public let defaultValue: String?
 }
@@ -48,8 +50,8 @@ public enum ParamTable {
         var out: [ParamDef] = []
         out.reserveCapacity(900)
         for line in text.utf8.split(separator: 0x0A, omittingEmptySubsequences: true) {
-            let f = line.split(separator: 0x09, maxSplits: 5, omittingEmptySubsequences: false)
-            precondition(f.count == 6, "malformed parameter table line")
+            let f = line.split(separator: 0x09, maxSplits: 6, omittingEmptySubsequences: false)
+            precondition(f.count == 7, "malformed parameter table line")
             let name = String(decoding: f[0], as: UTF8.self)
             let unit = f[2].first ?? UInt8(ascii: "s")
             let kind: ParamKind
@@ -66,14 +68,15 @@ public enum ParamTable {
             }
             let lo = Int(String(decoding: f[3], as: UTF8.self)) ?? 0
             let hi = Int(String(decoding: f[4], as: UTF8.self)) ?? 0
-            var value: String? = String(decoding: f[5], as: UTF8.self)
+            let global = f[5].elementsEqual("global".utf8)
+            var value: String? = String(decoding: f[6], as: UTF8.self)
             switch value {
             case "@COMPUTED@": value = nil
             case "@VERSION@": value = SwallowVersion.version
             case "@RELEASE_DATE@": value = SwallowVersion.releaseDate
             default: break
             }
-            out.append(ParamDef(name: name, kind: kind, min: lo, max: hi, defaultValue: value))
+            out.append(ParamDef(name: name, kind: kind, min: lo, max: hi, global: global, defaultValue: value))
         }
         return out
     }

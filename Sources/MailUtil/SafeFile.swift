@@ -127,8 +127,10 @@ public final class EditFile {
         try SafeFile.writeAll(fd: fd, bytes, path: tmpPath)
     }
 
-    /// Flushes the new text to disk and renames it over the original.
-    public func commit() throws {
+    /// Flushes the new text to disk and renames it over the original, optionally setting
+    /// the new file's mode first.
+    public func commit(mode: mode_t? = nil) throws {
+        if let m = mode, fchmod(fd, m) < 0 { throw SystemError.current("fchmod \(tmpPath)") }
         if fsync(fd) < 0 { throw SystemError.current("fsync \(tmpPath)") }
         if rename(tmpPath, path) < 0 { throw SystemError.current("rename \(tmpPath) to \(path)") }
         SafeFile.syncDirectory(of: path)

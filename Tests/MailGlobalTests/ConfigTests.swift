@@ -80,22 +80,29 @@ import Glibc
     @Test func unqualifiedHostGetsDomain() {
         #expect(HostDefaults.mydomain(myhostname: "vm") == "localdomain")
         #expect(HostDefaults.mydomain(myhostname: "a.b.c") == "b.c")
+        #expect(HostDefaults.mydomain(myhostname: "x.y") == "y")
+        #expect(HostDefaults.mydomain(myhostname: "a.") == "")
         let c = config(["mydomain": "corp.example"])
         let host = HostDefaults.hostname()
         #expect(c.value("myhostname") == (host.contains(".") ? host : host + ".corp.example"))
     }
 
-    @Test func mynetworksStyles() {
+    @Test func mynetworksStyles() throws {
         let addrs = [
             HostDefaults.InterfaceAddress(family: AF_INET, address: [127, 0, 0, 1], mask: [255, 0, 0, 0]),
             HostDefaults.InterfaceAddress(family: AF_INET, address: [192, 0, 2, 2], mask: [255, 255, 255, 0]),
             HostDefaults.InterfaceAddress(family: AF_INET6, address: [0xfd] + [UInt8](repeating: 0, count: 14) + [2],
                                           mask: [UInt8](repeating: 0xFF, count: 8) + [UInt8](repeating: 0, count: 8)),
         ]
-        #expect(HostDefaults.mynetworks(style: "subnet", addresses: addrs) == "127.0.0.0/8 192.0.2.0/24 [fd00::]/64")
-        #expect(HostDefaults.mynetworks(style: "host", addresses: addrs) == "127.0.0.1/32 192.0.2.2/32 [fd00::2]/128")
-        #expect(HostDefaults.mynetworks(style: "class", addresses: addrs) == "127.0.0.0/8 192.0.2.0/24 [fd00::]/64")
-        #expect(HostDefaults.mynetworks(style: "bogus", addresses: addrs) == nil)
+        #expect(try HostDefaults.mynetworks(style: "subnet", addresses: addrs).get() == "127.0.0.0/8 192.0.2.0/24 [fd00::]/64")
+        #expect(try HostDefaults.mynetworks(style: "host", addresses: addrs).get() == "127.0.0.1/32 192.0.2.2/32 [fd00::2]/128")
+        #expect(try HostDefaults.mynetworks(style: "class", addresses: addrs + addrs).get() == "127.0.0.0/8 192.0.2.0/24 [fd00::]/64")
+        #expect(throws: ConfigError.self) { try HostDefaults.mynetworksStyle("host,class").get() }
+        #expect(throws: ConfigError("unknown mynetworks mask style value \"HOST\" in \"HOST\"")) { try HostDefaults.mynetworksStyle("HOST").get() }
+        #expect(try HostDefaults.mynetworksStyle("host host").get() == "host")
+        #expect(throws: ConfigError("unknown inet_protocols value \"IPv4\" in \"IPv4\"")) { try HostDefaults.families(inetProtocols: "IPv4").get() }
+        let classD = HostDefaults.InterfaceAddress(family: AF_INET, address: [224, 1, 2, 3], mask: [255, 255, 255, 0])
+        #expect(try HostDefaults.mynetworks(style: "class", addresses: [classD]).get() == "224.0.0.0/4")
     }
 
     @Test func transportSettingsFallBack() {
