@@ -67,6 +67,13 @@ public enum ConfigValue {
         return value
     }
 
+    /// Parses a size in bytes (message_size_limit, queue_minfree, ...): Postfix takes a plain
+    /// non-negative decimal number, without unit suffixes.
+    public static func parseSize(_ text: String) -> Int? {
+        guard let v = parseLong(text), v >= 0 else { return nil }
+        return v
+    }
+
     /// Parses "yes" or "no" in any letter case.
     public static func parseBool(_ text: String) -> Bool? {
         switch text.lowercased() {

@@ -31,6 +31,14 @@ import Testing
         #expect(ConfigValue.parseInt("1 ") == nil)
     }
 
+    @Test func sizes() {
+        #expect(ConfigValue.parseSize("10240000") == 10240000)
+        #expect(ConfigValue.parseSize("0") == 0)
+        #expect(ConfigValue.parseSize("-1") == nil)
+        #expect(ConfigValue.parseSize("10M") == nil)
+        #expect(ConfigValue.parseSize("99999999999999999999") == nil)
+    }
+
     @Test func booleans() {
         #expect(ConfigValue.parseBool("yes") == true)
         #expect(ConfigValue.parseBool("NO") == false)
