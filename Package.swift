@@ -27,8 +27,9 @@ let package = Package(
 
         .testTarget(name: "SystemLibraryTests",
                     dependencies: ["CShim", "COpenSSL", "CSASL", "CBerkeleyDB", "CPCRE2", "CResolv"]),
-        .testTarget(name: "MailUtilTests", dependencies: ["MailUtil"]),
-        .testTarget(name: "MailGlobalTests", dependencies: ["MailGlobal", "MailUtil"]),
+        .target(name: "TestSupport", dependencies: ["MailUtil"], path: "Tests/Support"),
+        .testTarget(name: "MailUtilTests", dependencies: ["MailUtil", "TestSupport"]),
+        .testTarget(name: "MailGlobalTests", dependencies: ["MailGlobal", "MailUtil", "TestSupport"]),
         .testTarget(name: "PostconfTests", dependencies: ["PostconfCore", "MailGlobal", "MailUtil"]),
     ] + programs.map {
         .executableTarget(name: $0.name, dependencies: $0.deps, path: "Sources/Programs/\($0.name)")

@@ -32,19 +32,7 @@ extension PostconfState {
             }
         }
 
-        let edit: EditFile
-        do {
-            edit = try EditFile(path: mainPath, mode: 0o600)
-        } catch {
-            Msg.fatal("open \(mainPath).tmp: \((error as? SystemError)?.reason ?? "\(error)")")
-        }
-        let content: [UInt8]
-        do {
-            content = try SafeFile.read(mainPath)
-        } catch {
-            edit.abandon()
-            Msg.fatal("open \(mainPath) for reading: \((error as? SystemError)?.reason ?? "\(error)")")
-        }
+        let (edit, content) = openForEdit(mainPath)
 
         var output: [UInt8] = []
         var current: String?          // the selected entry whose lines we are in
@@ -89,6 +77,30 @@ extension PostconfState {
                 output += Array("\(key) = \(table[key]!)\n".utf8)
             }
         }
+        finishEdit(edit, output)
+    }
+}
+
+extension PostconfState {
+    /// Opens `path.tmp` (locked) for the new text and reads the current text of `path`;
+    /// failures are fatal with Postfix's messages.
+    func openForEdit(_ path: String) -> (EditFile, [UInt8]) {
+        let edit: EditFile
+        do {
+            edit = try EditFile(path: path, mode: 0o600)
+        } catch {
+            Msg.fatal("open \(path).tmp: \((error as? SystemError)?.reason ?? "\(error)")")
+        }
+        do {
+            return (edit, try SafeFile.read(path))
+        } catch {
+            edit.abandon()
+            Msg.fatal("open \(path) for reading: \((error as? SystemError)?.reason ?? "\(error)")")
+        }
+    }
+
+    /// Writes the new text and renames it into place with mode 0644.
+    func finishEdit(_ edit: EditFile, _ output: [UInt8]) {
         do {
             try edit.write(output)
             try edit.commit(mode: 0o644)

@@ -17,19 +17,7 @@ extension PostconfState {
 
     func editMaster(_ operands: [String]) {
         var requests: [MasterRequest] = operands.map { parseMasterRequest($0) }
-        let edit: EditFile
-        do {
-            edit = try EditFile(path: masterPath, mode: 0o600)
-        } catch {
-            Msg.fatal("open \(masterPath).tmp: \((error as? SystemError)?.reason ?? "\(error)")")
-        }
-        let content: [UInt8]
-        do {
-            content = try SafeFile.read(masterPath)
-        } catch {
-            edit.abandon()
-            Msg.fatal("open \(masterPath) for reading: \((error as? SystemError)?.reason ?? "\(error)")")
-        }
+        let (edit, content) = openForEdit(masterPath)
         let lines = physicalLines(content)
         var output: [UInt8] = []
         enum Continuation { case copy, comment, drop }
@@ -128,12 +116,7 @@ extension PostconfState {
                 Msg.warn("unmatched service_name/type: \"\(r.raw)\"")
             }
         }
-        do {
-            try edit.write(output)
-            try edit.commit(mode: 0o644)
-        } catch {
-            Msg.fatal("\(error)")
-        }
+        finishEdit(edit, output)
     }
 
     /// Output of -Me and the master edits uses the folded -M layout without expansion.

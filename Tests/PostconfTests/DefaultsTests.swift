@@ -18,6 +18,18 @@ import Testing
         "smtpd_forbid_bare_newline": ("normal", "SMTP smuggling is refused out of the box (DESIGN section 9)"),
     ]
 
+    static let fixtures = Harness.root.appendingPathComponent("Tests/PostconfTests/Fixtures")
+
+    /// A configuration directory with an empty main.cf and the reference's services.
+    static func configDirectory() throws -> URL {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("defaults-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        try Data().write(to: dir.appendingPathComponent("main.cf"))
+        try FileManager.default.copyItem(at: fixtures.appendingPathComponent("master-debian-services.cf"),
+                                         to: dir.appendingPathComponent("master.cf"))
+        return dir
+    }
+
     static func parse(_ text: String) -> [String: String] {
         var d: [String: String] = [:]
         for line in text.split(separator: "\n") where !line.hasPrefix("#") {
@@ -59,14 +71,9 @@ import Testing
     }
 
     @Test func defaultsMatchPostfix37() throws {
-        let fixtures = Harness.root.appendingPathComponent("Tests/PostconfTests/Fixtures")
-        let reference = Self.parse(try String(contentsOf: fixtures.appendingPathComponent("postconf-d-3.7.txt"), encoding: .utf8))
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("defaults-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let reference = Self.parse(try String(contentsOf: Self.fixtures.appendingPathComponent("postconf-d-3.7.txt"), encoding: .utf8))
+        let dir = try Self.configDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
-        try Data().write(to: dir.appendingPathComponent("main.cf"))
-        try FileManager.default.copyItem(at: fixtures.appendingPathComponent("master-debian-services.cf"),
-                                         to: dir.appendingPathComponent("master.cf"))
         let r = try Harness.run(Harness.ourPostconf, ["-c", dir.path, "-d"])
         #expect(r.status == 0)
         #expect(r.stderr.isEmpty)
@@ -96,13 +103,8 @@ import Testing
     @Test(.enabled(if: Harness.reference != nil, "the reference Postfix is not unpacked in .ref/postfix"))
     func liveReferenceDefaultsMatch() throws {
         let ref = try #require(Harness.reference)
-        let fixtures = Harness.root.appendingPathComponent("Tests/PostconfTests/Fixtures")
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("defaults-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let dir = try Self.configDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
-        try Data().write(to: dir.appendingPathComponent("main.cf"))
-        try FileManager.default.copyItem(at: fixtures.appendingPathComponent("master-debian-services.cf"),
-                                         to: dir.appendingPathComponent("master.cf"))
         let theirs = Self.parse(try Harness.run(ref.postconf, ["-c", dir.path, "-d"], env: ["LD_LIBRARY_PATH": ref.libs]).stdout)
         let ours = Self.parse(try Harness.run(Harness.ourPostconf, ["-c", dir.path, "-d"]).stdout)
         #expect(Set(ours.keys) == Set(theirs.keys))

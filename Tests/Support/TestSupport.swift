@@ -1,12 +1,14 @@
-// Test helpers: streams over temporary files, read in chunks of a chosen size.
+// Test helpers shared by the unit test targets: streams over temporary files, read in
+// chunks of a chosen size, so that every codec is fed one byte at a time, in odd splits
+// and all at once.
 import Glibc
-@testable import MailUtil
+import MailUtil
 
 /// Chunk sizes every codec test is fed with: one byte at a time, odd splits, all at once.
-let feedSizes = [1, 2, 3, 7, 64, Int.max]
+public let feedSizes = [1, 2, 3, 7, 64, Int.max]
 
 /// A stream that reads `bytes` from an unlinked temporary file, at most `chunk` bytes per read.
-func makeStream(_ bytes: [UInt8], chunk: Int = Int.max) -> FDStream {
+public func makeStream(_ bytes: [UInt8], chunk: Int = Int.max) -> FDStream {
     var template = Array("/tmp/swallow-test-XXXXXX".utf8CString)
     let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
     precondition(fd >= 0, "mkstemp failed")
@@ -25,4 +27,4 @@ func makeStream(_ bytes: [UInt8], chunk: Int = Int.max) -> FDStream {
     return s
 }
 
-func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }
+public func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }
