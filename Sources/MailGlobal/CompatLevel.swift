@@ -14,6 +14,10 @@ public struct CompatLevel: Comparable, Sendable, CustomStringConvertible {
         self.patch = patch
     }
 
+    /// The newest level whose defaults this release knows (Postfix 3.7: 3.6); below it,
+    /// programs log that backwards-compatible defaults are in use.
+    public static let current = CompatLevel(major: 3, minor: 6)
+
     /// The single comparable number Postfix uses (11+/10/10 bits).
     public var encoded: Int { (major << 20) | (minor << 10) | patch }
 

@@ -193,7 +193,7 @@ public enum HostDefaults {
             }
             let resolved = resolve(text, families: families)
             if resolved.isEmpty {
-                return .failure(ConfigError("parameter inet_interfaces: host not found: \(text)"))
+                return .failure(ConfigError("config variable inet_interfaces: host not found: \(text)"))
             }
             for (fam, bytes) in resolved {
                 if let e = add(fam, bytes, format(fam, bytes)) { return .failure(e) }

@@ -63,7 +63,10 @@ public struct Line: Sendable, Equatable {
 /// seconds for each system call, and never past `deadline` when one is set.
 /// Not thread-safe.
 public final class FDStream {
+    /// The descriptor read from.
     public let fd: Int32
+    /// The descriptor written to: the same as `fd` except for a stdin/stdout pair.
+    public let writeFD: Int32
     /// Seconds to wait for each read or write; nil waits forever.
     public var timeout: Int?
     /// Absolute limit (CLOCK_MONOTONIC nanoseconds) for all operations until cleared.
@@ -84,8 +87,10 @@ public final class FDStream {
     private var wbuf: [UInt8] = []
     private let writeThreshold = 8192
 
-    public init(fd: Int32, timeout: Int? = nil, closeOnDeinit: Bool = false, bufferSize: Int = 8192) {
+    public init(fd: Int32, writeFD: Int32? = nil, timeout: Int? = nil, closeOnDeinit: Bool = false,
+                bufferSize: Int = 8192) {
         self.fd = fd
+        self.writeFD = writeFD ?? fd
         self.timeout = timeout
         self.closeOnDeinit = closeOnDeinit
         rcap = max(bufferSize, 16)
@@ -94,7 +99,10 @@ public final class FDStream {
 
     deinit {
         rbuf.deallocate()
-        if closeOnDeinit { close(fd) }
+        if closeOnDeinit {
+            close(fd)
+            if writeFD != fd { close(writeFD) }
+        }
     }
 
     /// Sets a deadline `seconds` from now for everything that follows.
@@ -324,7 +332,7 @@ public final class FDStream {
         while off < wbuf.count {
             try wait(forWriting: true)
             let n = wbuf.withUnsafeBytes { raw in
-                Glibc.write(fd, raw.baseAddress! + off, raw.count - off)
+                Glibc.write(writeFD, raw.baseAddress! + off, raw.count - off)
             }
             if n >= 0 {
                 off += n
@@ -347,7 +355,7 @@ public final class FDStream {
             ms = ms < 0 ? left : min(ms, left)
         }
         if ms < 0 { return }
-        var pfd = pollfd(fd: fd, events: Int16(forWriting ? POLLOUT : POLLIN), revents: 0)
+        var pfd = pollfd(fd: forWriting ? writeFD : fd, events: Int16(forWriting ? POLLOUT : POLLIN), revents: 0)
         while true {
             let r = poll(&pfd, 1, ms)
             if r > 0 { return }

@@ -52,10 +52,28 @@ public final class SyslogMsgOutput: MsgOutput {
     private let ident: UnsafeMutablePointer<CChar>     // openlog keeps the pointer
     private let facility: Int32
 
+    /// The identity openlog(3) currently has, restored after a relayed record.
+    nonisolated(unsafe) static var current: (ident: UnsafeMutablePointer<CChar>, facility: Int32)?
+
     public init(tag: String, facility: Int32 = LOG_MAIL) {
         ident = strdup(tag)
         self.facility = facility
         cshim_openlog(ident, LOG_PID | LOG_NDELAY, facility)
+        SyslogMsgOutput.current = (ident, facility)
+    }
+
+    /// Logs `text` under a foreign tag that already carries its pid ("postfix/smtpd[123]"),
+    /// as postlogd does when it passes records on to syslog.
+    public static func relay(tag: String, _ text: String, facility: Int32 = LOG_MAIL) {
+        let id = strdup(tag)
+        cshim_openlog(id, LOG_NDELAY, facility)
+        cshim_syslog(LOG_INFO | facility, text)
+        if let c = current {
+            cshim_openlog(c.ident, LOG_PID | LOG_NDELAY, c.facility)
+        } else {
+            closelog()
+        }
+        free(id)
     }
 
     /// Maps a `syslog_facility` name ("mail", "local0", ...) to its value.
@@ -113,7 +131,7 @@ public final class FileMsgOutput: MsgOutput {
 
 /// Writes all bytes, retrying short writes and EINTR; gives up silently on error
 /// (a diagnostic about a failing diagnostic channel would have nowhere to go).
-func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
+public func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
     bytes.withUnsafeBytes { raw in
         var off = 0
         while off < raw.count {
@@ -176,6 +194,10 @@ public enum Msg {
         abort()
     }
 
+    /// Emits a record of any severity without the side effects (a "fatal" record does
+    /// not end the process), as postlog -p does.
+    public static func record(_ level: MsgLevel, _ text: String) { emit(level, text) }
+
     /// Logs only when running verbosely (-v).
     public static func debug(_ text: @autoclosure () -> String) {
         if verbose > 0 { emit(.info, text()) }
@@ -192,6 +214,22 @@ public enum Msg {
     }
 
     private static func emit(_ level: MsgLevel, _ text: String) {
-        for out in outputs { out.emit(level, text) }
+        let clean = printable(text)
+        for out in outputs { out.emit(level, clean) }
+    }
+
+    /// Replaces control characters and undecodable bytes with "?", as Postfix's
+    /// msg_vprintf does before any output sees the text.
+    public static func printable(_ text: String) -> String {
+        if text.utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7F }) { return text }
+        var out = String.UnicodeScalarView()
+        for u in text.unicodeScalars {
+            if u.value < 0x20 || u.value == 0x7F || (u.value >= 0x80 && u.value < 0xA0) || u == "\u{FFFD}" {
+                out.append("?")
+            } else {
+                out.append(u)
+            }
+        }
+        return String(out)
     }
 }

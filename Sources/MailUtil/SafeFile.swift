@@ -74,6 +74,47 @@ public enum SafeFile {
         syncDirectory(of: path)
     }
 
+    /// Why safe_open refused a file; `reason` is Postfix's text ("cannot open file: ...").
+    public struct OpenError: Error, CustomStringConvertible {
+        public let reason: String
+        public var description: String { reason }
+    }
+
+    /// Opens a file the way Postfix's safe_open does: an existing file must be a regular
+    /// file with one link, not a symlink, and still the file that was looked up; with
+    /// O_CREAT a missing file is created exclusively (never through a dangling symlink).
+    public static func safeOpen(_ path: String, flags: Int32, mode: mode_t = 0o600) throws -> Int32 {
+        let create = flags & O_CREAT != 0
+        let fd = retryingEINTR { open(path, (flags & ~(O_CREAT | O_EXCL)) | O_CLOEXEC) }
+        if fd < 0 {
+            guard create && errno == ENOENT else {
+                throw OpenError(reason: "cannot open file: \(errnoText(errno))")
+            }
+            let nfd = retryingEINTR { open(path, flags | O_CREAT | O_EXCL | O_CLOEXEC, mode) }
+            if nfd < 0 { throw OpenError(reason: "cannot create file exclusively: \(errnoText(errno))") }
+            return nfd
+        }
+        var fst = stat(), lst = stat()
+        func fail(_ why: String) throws -> Never {
+            close(fd)
+            throw OpenError(reason: why)
+        }
+        if fstat(fd, &fst) < 0 { try fail("bad open file status: \(errnoText(errno))") }
+        if fst.st_nlink != 1 { try fail("file has \(fst.st_nlink) hard links") }
+        if fst.st_mode & S_IFMT == S_IFDIR { try fail("file is a directory") }
+        // A symlink is followed only when root owns it (as Postfix allows).
+        if lstat(path, &lst) < 0 || (lst.st_mode & S_IFMT == S_IFLNK && (lst.st_uid != 0 || stat(path, &lst) < 0))
+            || lst.st_dev != fst.st_dev || lst.st_ino != fst.st_ino {
+            try fail("file status changed unexpectedly")
+        }
+        return fd
+    }
+
+    /// safeOpen for appending (O_WRONLY | O_APPEND | O_CREAT).
+    public static func openAppend(_ path: String, mode: mode_t) throws -> Int32 {
+        try safeOpen(path, flags: O_WRONLY | O_APPEND | O_CREAT, mode: mode)
+    }
+
     /// fsyncs the directory that holds `path`, making a rename or create durable.
     public static func syncDirectory(of path: String) {
         let dir = dirname(of: path)

@@ -14,6 +14,7 @@
 #include <sys/epoll.h>
 #include <ifaddrs.h>
 #include <net/if.h>
+#include <signal.h>
 
 /* Descriptors. */
 int cshim_pipe2_cloexec(int fds[2]);
@@ -37,5 +38,16 @@ unsigned char *cshim_cmsg_data(struct cmsghdr *c);
 
 /* Process title for ps(1). */
 int cshim_set_process_name(const char *name);
+
+/* Close every descriptor from lowfd up (closefrom(3)). */
+void cshim_closefrom(int lowfd);
+
+/* Send or receive one descriptor with a one-byte payload over a UNIX socket (SCM_RIGHTS).
+   cshim_recv_fd returns the descriptor (close-on-exec) or -1 with errno set. */
+int cshim_send_fd(int sock, int fd);
+int cshim_recv_fd(int sock);
+
+/* Block, unblock or reset signal dispositions in one call (used around spawning). */
+int cshim_sigmask_all(int block, sigset_t *old);
 
 #endif

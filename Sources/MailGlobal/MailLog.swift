@@ -1,0 +1,173 @@
+// MailLog: where a mail program's diagnostics go.
+// Mirrors Postfix global/maillog_client.c, mail_task.c and util/msg_logger.c. A program is
+// in one of two modes: syslog (tag "<syslog_name>/<program>", syslog_facility), or, when
+// maillog_file is set, postlog mode: each record is formatted here and sent as one
+// datagram to the postlog service, whose postlogd appends it to the file. Before main.cf is
+// read the mode comes from the environment ($POSTLOG_SERVICE, $POSTLOG_HOSTNAME, which a
+// program in postlog mode exports for its children). master, postfix and postlog append
+// to the file themselves when the service cannot be reached; daemons do not.
+import Glibc
+import CShim
+import MailUtil
+
+public enum MailLog {
+    public static let serviceEnvironment = "POSTLOG_SERVICE"
+    public static let hostnameEnvironment = "POSTLOG_HOSTNAME"
+    /// The host name in records written before myhostname is known.
+    public static let unknownHost = "amnesiac"
+
+    /// The tag used before main.cf is read: $MAIL_LOGTAG (or "postfix") + "/" + program.
+    public static func earlyTag(program: String) -> String {
+        let base = getenv("MAIL_LOGTAG").map { String(cString: $0) } ?? "postfix"
+        return base + "/" + program
+    }
+
+    /// Logging before the configuration is known: the postlog socket named by
+    /// $POSTLOG_SERVICE, else syslog, under `tag` (default: the early tag), plus standard
+    /// error when `stderrTag` is given.
+    public static func setupEarly(program: String, tag: String? = nil, stderrTag: String? = nil) {
+        let tag = tag ?? earlyTag(program: program)
+        var outs: [MsgOutput] = []
+        if let t = stderrTag { outs.append(StderrMsgOutput(tag: t)) }
+        if let service = environment(serviceEnvironment), !service.isEmpty {
+            let host = environment(hostnameEnvironment).map(shortHostname) ?? unknownHost
+            outs.append(PostlogMsgOutput(socketPath: service, tag: tag, host: host))
+        } else {
+            outs.append(SyslogMsgOutput(tag: tag))
+        }
+        Msg.outputs = outs
+    }
+
+    /// Logging as configured: syslog_name, syslog_facility and maillog_file.
+    /// `tag` replaces "<syslog_name>/<program>" (postfix logs as "postfix", postlog -t).
+    /// `fileFallback`: when postlogd cannot be reached, append to maillog_file directly.
+    public static func setup(_ config: MailConfig, program: String, tag: String? = nil, stderrTag: String? = nil,
+                             fileFallback: Bool = false) {
+        let tag = tag ?? (config.string("syslog_name") + "/" + program)
+        var outs: [MsgOutput] = []
+        if let t = stderrTag { outs.append(StderrMsgOutput(tag: t)) }
+        let file = config.string("maillog_file")
+        if file.isEmpty {
+            unsetenv(serviceEnvironment)
+            unsetenv(hostnameEnvironment)
+            let facility = SyslogMsgOutput.facility(named: config.string("syslog_facility")) ?? LOG_MAIL
+            outs.append(SyslogMsgOutput(tag: tag, facility: facility))
+            Msg.outputs = outs
+            return
+        }
+        // A root process writes the file: only names under the allowed prefixes.
+        let prefixes = config.list("maillog_file_prefixes")
+        if !prefixes.contains(where: { file.hasPrefix($0) }) {
+            Msg.fatal("maillog_file value '\(file)' does not match any prefix in maillog_file_prefixes")
+        }
+        let socket = config.string("queue_directory") + "/public/" + config.string("postlog_service_name")
+        let hostname = config.string("myhostname")
+        setenv(serviceEnvironment, socket, 1)
+        setenv(hostnameEnvironment, hostname, 1)
+        outs.append(PostlogMsgOutput(socketPath: socket, tag: tag, host: shortHostname(hostname),
+                                     fallbackFile: fileFallback ? file : nil))
+        Msg.outputs = outs
+    }
+
+    /// The first label of a host name, as log records show it.
+    public static func shortHostname(_ name: String) -> String {
+        String(name.split(separator: ".", maxSplits: 1, omittingEmptySubsequences: false).first ?? Substring(name))
+    }
+
+    static func environment(_ name: String) -> String? {
+        getenv(name).map { String(cString: $0) }
+    }
+}
+
+/// Sends each record as one datagram to the postlog service. When the service cannot be
+/// reached the record is appended to the log file directly if a fallback file is given
+/// (failing that is fatal, as in Postfix), else it is dropped, as Postfix drops it.
+public final class PostlogMsgOutput: MsgOutput {
+    /// Records longer than this are cut (text part), as Postfix's msg_logger cuts them.
+    public static let maxText = 2000
+    private var fd: Int32 = -1
+    private var addr: sockaddr_un
+    private let addrLen: socklen_t
+    private let tag: String
+    private let host: String
+    private let fallbackFile: String?
+
+    public init(socketPath: String, tag: String, host: String, fallbackFile: String? = nil) {
+        self.fallbackFile = fallbackFile
+        addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(socketPath.utf8.prefix(107))
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            for (i, b) in bytes.enumerated() { raw[i] = b }
+        }
+        addrLen = socklen_t(MemoryLayout<sa_family_t>.size + bytes.count + 1)
+        self.tag = tag
+        self.host = host
+    }
+
+    deinit { if fd >= 0 { close(fd) } }
+
+    /// The record as sent, and as written to the file without its newline.
+    public func format(_ level: MsgLevel, _ text: String) -> [UInt8] {
+        Array("\(FileMsgOutput.timestamp(time(nil))) \(host) \(tag)[\(getpid())]: ".utf8)
+            + Array(level.prefix.utf8) + Array(text.utf8.prefix(Self.maxText))
+    }
+
+    public func emit(_ level: MsgLevel, _ text: String) {
+        let record = format(level, text)
+        if fd < 0 {
+            // Connected lazily at the first record, as Postfix does.
+            fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            let r = withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, addrLen) }
+            }
+            if r < 0 {
+                close(fd)
+                fd = -1
+            }
+        }
+        if fd >= 0 {
+            let sent = record.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+            if sent >= 0 { return }
+            if errno != ECONNREFUSED && errno != ENOENT { return }
+            close(fd)
+            fd = -1
+        }
+        if let path = fallbackFile { Self.appendOrDie(path, record + [0x0A]) }
+    }
+
+    /// Appends a record to the log file (created 0644 less the umask); failing is fatal
+    /// with Postfix's texts (written to standard error, as the log is what failed).
+    static func appendOrDie(_ path: String, _ line: [UInt8]) {
+        if path == "/dev/stdout" {
+            writeAll(1, line)
+            return
+        }
+        do {
+            let fd = try SafeFile.openAppend(path, mode: 0o644)
+            defer { close(fd) }
+            if !writeFully(fd, line) {
+                Msg.outputs = Msg.outputs.filter { $0 is StderrMsgOutput }
+                Msg.fatal("logfile '\(path)' write error: \(errnoText(errno))")
+            }
+        } catch {
+            Msg.outputs = Msg.outputs.filter { $0 is StderrMsgOutput }
+            Msg.fatal("open logfile '\(path)': \(error)")
+        }
+    }
+
+    static func writeFully(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
+        bytes.withUnsafeBytes { raw in
+            var off = 0
+            while off < raw.count {
+                let n = write(fd, raw.baseAddress! + off, raw.count - off)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    return false
+                }
+                off += n
+            }
+            return true
+        }
+    }
+}
