@@ -1,5 +1,6 @@
 # Swallow: the one entry point for building, testing, installing and running.
 #   make          release build (installs missing Debian -dev packages first)
+#   make run      build and run a demo instance in ./run, in the foreground (Ctrl-C stops it)
 #   make test     build and run every test
 #   make install  install into the system layout, or under $(DESTDIR)
 #   make clean    remove build output
@@ -11,20 +12,23 @@ SBIN_DIR   ?= /usr/sbin
 DAEMON_DIR ?= /usr/libexec/postfix
 QUEUE_DIR  ?= /var/spool/postfix
 DATA_DIR   ?= /var/lib/postfix
+# make run: where the demo instance lives, and its SMTP port.
+RUN_DIR    ?= run
+PORT       ?= 2525
 
 # Debian packages the build needs, and those the tests use as real peers.
 BUILD_PACKAGES = libssl-dev libsasl2-dev libdb-dev libpcre2-dev pkg-config
 TEST_PACKAGES  = python3 swaks util-linux
 
 # Programs by install location; only those already built are installed.
-COMMANDS = postconf
-DAEMONS  =
+COMMANDS = postconf postfix postlog
+DAEMONS  = master postlogd
 
 RELEASE_BIN = .build/release
 # The reference Postfix 3.7, unpacked here for comparison tests (never installed).
 REF_DIR = .ref/postfix
 
-.PHONY: all build deps test-deps test install clean reference
+.PHONY: all build deps test-deps test install run clean reference
 
 all: build
 
@@ -45,6 +49,9 @@ test: test-deps
 install: build
 	@bash tools/install-swallow "$(DESTDIR)" "$(RELEASE_BIN)" "$(CONFIG_DIR)" "$(SBIN_DIR)" \
 		"$(DAEMON_DIR)" "$(QUEUE_DIR)" "$(DATA_DIR)" "$(COMMANDS)" "$(DAEMONS)"
+
+run: build
+	@bash tools/run-demo "$(RELEASE_BIN)" "$(RUN_DIR)" "$(PORT)" "$(COMMANDS)" "$(DAEMONS)"
 
 clean:
 	rm -rf .build .ref

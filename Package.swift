@@ -7,6 +7,12 @@ import PackageDescription
 /// `main.swift` lives in Sources/Programs/<name>/ and hands over to its `<Name>Core` library.
 let programs: [(name: String, deps: [Target.Dependency])] = [
     ("postconf", ["PostconfCore"]),
+    ("master", ["MasterCore"]),
+    ("postfix", ["PostfixCore"]),
+    ("postlog", ["PostlogCore"]),
+    ("postlogd", ["MailServer", "MailGlobal", "MailUtil"]),
+    // Only for the integration tests; never installed.
+    ("swallow-testd", ["MailServer", "MailUtil"]),
 ]
 
 let package = Package(
@@ -23,6 +29,10 @@ let package = Package(
 
         .target(name: "MailUtil", dependencies: ["CShim"]),
         .target(name: "MailGlobal", dependencies: ["MailUtil", "CShim"]),
+        .target(name: "MailServer", dependencies: ["MailGlobal", "MailUtil", "CShim"]),
+        .target(name: "MasterCore", dependencies: ["MailGlobal", "MailUtil", "CShim"]),
+        .target(name: "PostfixCore", dependencies: ["PostconfCore", "MailGlobal", "MailUtil", "CShim"]),
+        .target(name: "PostlogCore", dependencies: ["MailGlobal", "MailUtil"]),
         .target(name: "PostconfCore", dependencies: ["MailGlobal", "MailUtil", "COpenSSL"]),
 
         .testTarget(name: "SystemLibraryTests",
@@ -30,7 +40,9 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["MailUtil"], path: "Tests/Support"),
         .testTarget(name: "MailUtilTests", dependencies: ["MailUtil", "TestSupport"]),
         .testTarget(name: "MailGlobalTests", dependencies: ["MailGlobal", "MailUtil", "TestSupport"]),
-        .testTarget(name: "PostconfTests", dependencies: ["PostconfCore", "MailGlobal", "MailUtil"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["MailGlobal", "MailUtil"]),
+        .testTarget(name: "PostconfTests", dependencies: ["PostconfCore", "MailGlobal", "MailUtil"],
+                    exclude: ["Scenarios", "Fixtures"]),
     ] + programs.map {
         .executableTarget(name: $0.name, dependencies: $0.deps, path: "Sources/Programs/\($0.name)")
     }

@@ -64,22 +64,36 @@ extension PostconfState {
         }
     }
 
+    /// main.cf settings that no program uses.
+    func unusedMainParameters() -> [(name: String, value: String)] {
+        main.keys.filter { nodes[$0] == nil }.map { ($0, main[$0]!) }
+    }
+
+    /// master.cf -o settings that no program uses.
+    func unusedMasterParameters() -> [(name: String, value: String)] {
+        var out: [(name: String, value: String)] = []
+        for entry in master {
+            guard let box = entry.params else { continue }
+            for name in box.dict.keys where nodes[name] == nil && !entry.validNames.contains(name) {
+                out.append((name, box.dict[name]!))
+            }
+        }
+        return out
+    }
+
     /// Warns about main.cf settings that no program uses.
     func flagUnusedMainParameters() {
-        for name in main.keys where nodes[name] == nil {
+        for (name, value) in unusedMainParameters() {
             out.flush()
-            Msg.warn("\(mainPath): unused parameter: \(name)=\(main[name]!)")
+            Msg.warn("\(mainPath): unused parameter: \(name)=\(value)")
         }
     }
 
     /// Warns about master.cf -o settings that no program uses.
     func flagUnusedMasterParameters() {
-        for entry in master {
-            guard let box = entry.params else { continue }
-            for name in box.dict.keys where nodes[name] == nil && !entry.validNames.contains(name) {
-                out.flush()
-                Msg.warn("\(masterPath): unused parameter: \(name)=\(box.dict[name]!)")
-            }
+        for (name, value) in unusedMasterParameters() {
+            out.flush()
+            Msg.warn("\(masterPath): unused parameter: \(name)=\(value)")
         }
     }
 
