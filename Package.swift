@@ -40,7 +40,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["MailUtil"], path: "Tests/Support"),
         .testTarget(name: "MailUtilTests", dependencies: ["MailUtil", "TestSupport"]),
         .testTarget(name: "MailGlobalTests", dependencies: ["MailGlobal", "MailUtil", "TestSupport"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["MailGlobal", "MailUtil"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["MailGlobal", "MailUtil", "CShim"]),
         .testTarget(name: "PostconfTests", dependencies: ["PostconfCore", "MailGlobal", "MailUtil"],
                     exclude: ["Scenarios", "Fixtures"]),
     ] + programs.map {

@@ -121,9 +121,9 @@ final class PostfixScript {
         kill(pid, SIGTERM)
         for _ in 0..<5 {
             // master usually goes within milliseconds; look often before saying we wait.
-            for _ in 0..<50 {
+            for _ in 0..<200 {
                 if !running { return 0 }
-                usleep(20_000)
+                usleep(5_000)
             }
             info("waiting for the Postfix mail system to terminate")
         }

@@ -6,6 +6,7 @@ import Foundation
 import Glibc
 import Testing
 import MailUtil
+import CShim
 
 final class Instance {
     let root: String
@@ -221,8 +222,22 @@ final class LineClient {
         stream = FDStream(fd: try UnixSocket.connect(path, timeout: 5), timeout: 10, closeOnDeinit: true)
     }
 
-    init(port: UInt16) throws {
-        let fd = try InetSocket.connect(SocketAddress(family: AF_INET, address: [127, 0, 0, 1], port: port), timeout: 5)
+    /// A connection handed to a "pass" service: one end of a socket pair goes over the
+    /// service's socket, the test talks on the other.
+    init(pass path: String) throws {
+        let fd = try UnixSocket.connect(path, timeout: 5)
+        defer { close(fd) }
+        var pair: [Int32] = [0, 0]
+        guard cshim_socketpair_cloexec(AF_UNIX, Int32(SOCK_STREAM.rawValue), &pair) == 0 else {
+            throw SystemError.current("socketpair")
+        }
+        defer { close(pair[1]) }
+        if cshim_send_fd(fd, pair[1]) < 0 { throw SystemError.current("send descriptor") }
+        stream = FDStream(fd: pair[0], timeout: 10, closeOnDeinit: true)
+    }
+
+    init(port: UInt16, host: [UInt8] = [127, 0, 0, 1]) throws {
+        let fd = try InetSocket.connect(SocketAddress(family: host.count == 16 ? AF_INET6 : AF_INET, address: host, port: port), timeout: 5)
         stream = FDStream(fd: fd, timeout: 10, closeOnDeinit: true)
     }
 

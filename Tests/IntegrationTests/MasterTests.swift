@@ -59,6 +59,50 @@ struct MasterTests {
         try t.send("quit")
     }
 
+    @Test func passServicesAndStress() throws {
+        let inst = try Instance(master: """
+        relay   pass - n n - 2 swallow-testd single
+        postlog unix-dgram n - n - 1 postlogd
+        """)
+        try inst.startMaster()
+        defer { inst.stopMaster() }
+        // A pass service serves remote clients: it gets stress options and busy warnings.
+        let a = try LineClient(pass: inst.queueDirectory + "/private/relay")
+        #expect(try a.readLine()?.hasSuffix(" relay") == true)
+        let b = try LineClient(pass: inst.queueDirectory + "/private/relay")
+        #expect(try b.readLine()?.hasSuffix(" relay") == true)
+        let args = inst.processes(named: Self.testd).map { inst.commandLine($0) }
+        #expect(args.count == 2)
+        #expect(args.contains(["swallow-testd", "-n", "relay", "-t", "pass", "-d", "-o", "stress=", "single"]))
+        #expect(args.contains(["swallow-testd", "-n", "relay", "-t", "pass", "-d", "-o", "stress=yes", "single"]))
+        try inst.waitFor("busy warning") {
+            inst.logContains("warning: service \"relay\" (private/relay) has reached its process limit \"2\": new clients may experience noticeable delays")
+        }
+        #expect(inst.logContains("see http://www.postfix.org/STRESS_README.html for examples of stress-adapting configuration settings"))
+        try a.send("quit")
+        try b.send("quit")
+    }
+
+    @Test func ipv6AndServiceNames() throws {
+        let port = freePort()
+        let inst = try Instance(main: "inet_protocols = ipv4, ipv6\n", master: """
+        [::1]:\(port) inet n - n - - swallow-testd single
+        postlog unix-dgram n - n - 1 postlogd
+        """)
+        try inst.startMaster()
+        defer { inst.stopMaster() }
+        let c = try LineClient(port: port, host: [UInt8](repeating: 0, count: 15) + [1])
+        #expect(try c.readLine()?.hasSuffix(" [::1]:\(port)") == true)
+        try c.send("quit")
+    }
+
+    @Test func standAloneModeServesStandardInput() throws {
+        let inst = try Instance(master: "postlog unix-dgram n - n - 1 postlogd\n")
+        let r = inst.run("/bin/sh", ["-c", "printf 'ping\\nquit\\n' | MAIL_CONFIG=\(inst.configDirectory) \(inst.programDirectory)/swallow-testd -S single"])
+        #expect(r.status == 0)
+        #expect(r.stdout.hasPrefix("hello \(r.stdout.split(separator: " ")[1]) swallow-testd\necho ping\n"), "\(r.stdout) \(r.stderr)")
+    }
+
     @Test func childrenRetireAfterMaxUseAndMaxIdle() throws {
         let inst = try Instance(master: """
         used   unix - n n - - swallow-testd -o max_use=2 single
