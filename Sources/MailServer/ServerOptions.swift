@@ -65,60 +65,41 @@ public struct ServerOptions {
     /// at the first non-option. Errors are fatal with Postfix's texts.
     public static func parse(_ args: [String], kind: ServerKind) -> ServerOptions {
         var o = ServerOptions()
-        let spec = Array(kind.optionString)
-        var i = 0
-        while i < args.count {
-            let a = Array(args[i])
-            if args[i] == "--" { i += 1; break }
-            if a.count < 2 || a[0] != "-" { break }
-            var k = 1
-            while k < a.count {
-                let c = a[k]
-                k += 1
-                guard let at = spec.firstIndex(of: c), c != ":" else { Msg.fatal("invalid option: \(c)") }
-                var value = ""
-                if at + 1 < spec.count && spec[at + 1] == ":" {
-                    if k < a.count {
-                        value = String(a[k...])
-                        k = a.count
-                    } else if i + 1 < args.count {
-                        i += 1
-                        value = args[i]
-                    } else {
-                        Msg.fatal("invalid option: \(c)")
-                    }
+        let (operands, problem) = GetOpt.parse(args, spec: kind.optionString) { c, v in
+            let value = v ?? ""
+            switch c {
+            case "c": o.chroot = true
+            case "d": o.foreground = true
+            case "D": o.debugger = true
+            case "i": o.overrides.append(("max_idle", value))
+            case "l": o.solitary = true
+            case "m": o.overrides.append(("max_use", value))
+            case "n": o.serviceName = value
+            case "o":
+                switch ConfigFile.splitNameValue(Array(value.utf8)) {
+                case .success(let nv): o.overrides.append((nv.name, nv.value))
+                case .failure(let e): Msg.fatal("invalid \"-o \(value)\" option value: \(e)")
                 }
-                switch c {
-                case "c": o.chroot = true
-                case "d": o.foreground = true
-                case "D": o.debugger = true
-                case "i": o.overrides.append(("max_idle", value))
-                case "l": o.solitary = true
-                case "m": o.overrides.append(("max_use", value))
-                case "n": o.serviceName = value
-                case "o":
-                    switch ConfigFile.splitNameValue(Array(value.utf8)) {
-                    case .success(let nv): o.overrides.append((nv.name, nv.value))
-                    case .failure(let e): Msg.fatal("invalid \"-o \(value)\" option value: \(e)")
-                    }
-                case "r":
-                    guard let n = atoi(value), n > 0 else { Msg.fatal("invalid retirement time: \(value)") }
-                    o.retire = n
-                case "s":
-                    guard let n = atoi(value), n > 0 else { Msg.fatal("invalid socket_count: \(value)") }
-                    o.socketCount = n
-                case "S": o.standalone = true
-                case "t": o.transport = value
-                case "u": o.unprivileged = true
-                case "v": o.verbose += 1
-                case "V": o.logToStderr = true
-                case "z": o.unlimited = true
-                default: Msg.fatal("invalid option: \(c)")
-                }
+            case "r":
+                guard let n = atoi(value), n > 0 else { Msg.fatal("invalid retirement time: \(value)") }
+                o.retire = n
+            case "s":
+                guard let n = atoi(value), n > 0 else { Msg.fatal("invalid socket_count: \(value)") }
+                o.socketCount = n
+            case "S": o.standalone = true
+            case "t": o.transport = value
+            case "u": o.unprivileged = true
+            case "v": o.verbose += 1
+            case "V": o.logToStderr = true
+            case "z": o.unlimited = true
+            default: Msg.fatal("invalid option: \(c)")
             }
-            i += 1
         }
-        o.operands = Array(args[i...])
+        switch problem {
+        case .unknown(let c)?, .missingArgument(let c)?: Msg.fatal("invalid option: \(c)")
+        case nil: break
+        }
+        o.operands = operands
         return o
     }
 

@@ -121,41 +121,21 @@ public enum MasterMain {
     /// the log.
     static func parseOptions(_ arguments: [String], argv0: String) -> MasterOptions {
         var o = MasterOptions()
-        let args = Array(arguments.dropFirst())
-        var k = 0
-        while k < args.count {
-            let a = Array(args[k])
-            if args[k] == "--" { k += 1; break }
-            if a.count < 2 || a[0] != "-" { break }
-            var j = 1
-            while j < a.count {
-                let c = a[j]
-                j += 1
-                func value() -> String {
-                    if j < a.count { defer { j = a.count }; return String(a[j...]) }
-                    k += 1
-                    if k < args.count { return args[k] }
-                    writeAll(2, Array("\(argv0): option requires an argument -- '\(c)'\n".utf8))
-                    Msg.fatal(usage(argv0))
-                }
-                switch c {
-                case "c": o.configDirectory = value()
-                case "D": o.debugger = true
-                case "d": o.foreground = true
-                case "e": o.exitAfter = Int(value().prefix { $0.isASCII && $0.isNumber }) ?? 0
-                case "i": o.initMode = true
-                case "s": o.keepStdout = true
-                case "t": o.test = true
-                case "v": o.verbose += 1
-                case "w": o.wait = true
-                default:
-                    writeAll(2, Array("\(argv0): invalid option -- '\(c)'\n".utf8))
-                    Msg.fatal(usage(argv0))
-                }
+        let (operands, problem) = GetOpt.parse(Array(arguments.dropFirst()), spec: "c:Dde:istvw") { c, v in
+            switch c {
+            case "c": o.configDirectory = v
+            case "D": o.debugger = true
+            case "d": o.foreground = true
+            case "e": o.exitAfter = Int((v ?? "").prefix { $0.isASCII && $0.isNumber }) ?? 0
+            case "i": o.initMode = true
+            case "s": o.keepStdout = true
+            case "t": o.test = true
+            case "v": o.verbose += 1
+            default: o.wait = true
             }
-            k += 1
         }
-        if k < args.count { Msg.fatal(usage(argv0)) }
+        if let problem { writeAll(2, Array((GetOpt.message(problem, program: argv0) + "\n").utf8)) }
+        if problem != nil || !operands.isEmpty { Msg.fatal(usage(argv0)) }
         return o
     }
 

@@ -109,82 +109,54 @@ enum OptionParser {
     /// Parses arguments (without argv[0]) as glibc getopt("+...") does.
     static func parse(_ args: [String], argv0: String) -> CommandLine {
         var cl = CommandLine()
-        let takesArgument = Set("coCT".utf8)
-        let known = Set(spec.utf8.filter { $0 != UInt8(ascii: ":") })
-        var i = 0
-        while i < args.count {
-            let arg = Array(args[i].utf8)
-            if arg == Array("--".utf8) {
-                i += 1
-                break
+        let (operands, problem) = GetOpt.parse(args, spec: spec) { c, value in
+            let letter = String(c)
+            switch letter {
+            case "a": cl.mode.insert(.saslServer)
+            case "A": cl.mode.insert(.saslClient)
+            case "b":
+                if cl.mode.contains(.expandTemplates) || cl.mode.contains(.dumpTemplates) {
+                    Msg.fatal("specify one of -b and -t")
+                }
+                cl.mode.insert(.expandTemplates)
+            case "c": cl.configDirectory = value
+            case "C": cl.classes = value
+            case "d": cl.mode.insert(.showDefs)
+            case "e": cl.mode.insert(.editConf)
+            case "f": cl.mode.insert(.foldLine)
+            case "F": cl.mode.insert(.masterField)
+            case "#": cl.mode.insert(.commentOut)
+            case "h": cl.mode.insert(.hideName)
+            case "H": cl.mode.insert(.hideValue)
+            case "l": cl.mode.insert(.showLocks)
+            case "m": cl.mode.insert(.showMaps)
+            case "M": cl.mode.insert(.masterEntry)
+            case "n": cl.mode.insert(.showNondef)
+            case "o":
+                cl.mode.insert(.mainOverride)
+                cl.overrides.append(value!)
+            case "p": cl.mode.insert(.mainParam)
+            case "P": cl.mode.insert(.masterParam)
+            case "t":
+                if cl.mode.contains(.expandTemplates) || cl.mode.contains(.dumpTemplates) {
+                    Msg.fatal("specify one of -b and -t")
+                }
+                cl.mode.insert(.dumpTemplates)
+            case "T":
+                if cl.mode.contains(.showTLS) { Msg.fatal("At most one -T <mode> option may be specified") }
+                cl.mode.insert(.showTLS)
+                cl.tlsMode = value
+            case "x": cl.mode.insert(.showEval)
+            case "X": cl.mode.insert(.editExclude)
+            case "v": cl.verbose += 1
+            default: usage(argv0)      // "-E": in the option string, but not an option
             }
-            if arg.count < 2 || arg[0] != UInt8(ascii: "-") { break }
-            var k = 1
-            while k < arg.count {
-                let c = arg[k]
-                let letter = String(UnicodeScalar(c))
-                k += 1
-                guard known.contains(c) else {
-                    writeStderr("\(argv0): invalid option -- '\(letter)'\n")
-                    usage(argv0)
-                }
-                var value: String?
-                if takesArgument.contains(c) {
-                    if k < arg.count {
-                        value = String(decoding: arg[k...], as: UTF8.self)
-                        k = arg.count
-                    } else if i + 1 < args.count {
-                        i += 1
-                        value = args[i]
-                    } else {
-                        writeStderr("\(argv0): option requires an argument -- '\(letter)'\n")
-                        usage(argv0)
-                    }
-                }
-                switch letter {
-                case "a": cl.mode.insert(.saslServer)
-                case "A": cl.mode.insert(.saslClient)
-                case "b":
-                    if cl.mode.contains(.expandTemplates) || cl.mode.contains(.dumpTemplates) {
-                        Msg.fatal("specify one of -b and -t")
-                    }
-                    cl.mode.insert(.expandTemplates)
-                case "c": cl.configDirectory = value
-                case "C": cl.classes = value
-                case "d": cl.mode.insert(.showDefs)
-                case "e": cl.mode.insert(.editConf)
-                case "f": cl.mode.insert(.foldLine)
-                case "F": cl.mode.insert(.masterField)
-                case "#": cl.mode.insert(.commentOut)
-                case "h": cl.mode.insert(.hideName)
-                case "H": cl.mode.insert(.hideValue)
-                case "l": cl.mode.insert(.showLocks)
-                case "m": cl.mode.insert(.showMaps)
-                case "M": cl.mode.insert(.masterEntry)
-                case "n": cl.mode.insert(.showNondef)
-                case "o":
-                    cl.mode.insert(.mainOverride)
-                    cl.overrides.append(value!)
-                case "p": cl.mode.insert(.mainParam)
-                case "P": cl.mode.insert(.masterParam)
-                case "t":
-                    if cl.mode.contains(.expandTemplates) || cl.mode.contains(.dumpTemplates) {
-                        Msg.fatal("specify one of -b and -t")
-                    }
-                    cl.mode.insert(.dumpTemplates)
-                case "T":
-                    if cl.mode.contains(.showTLS) { Msg.fatal("At most one -T <mode> option may be specified") }
-                    cl.mode.insert(.showTLS)
-                    cl.tlsMode = value
-                case "x": cl.mode.insert(.showEval)
-                case "X": cl.mode.insert(.editExclude)
-                case "v": cl.verbose += 1
-                default: usage(argv0)      // "-E": in the option string, but not an option
-                }
-            }
-            i += 1
         }
-        cl.operands = Array(args[i...])
+        if let problem {
+            writeStderr(GetOpt.message(problem, program: argv0) + "\n")
+            usage(argv0)
+        }
+        cl.operands = operands
         return cl
     }
 }

@@ -31,45 +31,24 @@ public enum PostfixCommand {
             Msg.fatal("the postfix command must not run as a set-uid process")
         }
 
-        let args = Array(arguments.dropFirst())
-        var k = 0
-        while k < args.count {
-            let a = Array(args[k])
-            if args[k] == "--" { k += 1; break }
-            if a.count < 2 || a[0] != "-" { break }
-            var j = 1
-            while j < a.count {
-                let c = a[j]
-                j += 1
-                switch c {
-                case "c":
-                    var value: String
-                    if j < a.count {
-                        value = String(a[j...])
-                        j = a.count
-                    } else if k + 1 < args.count {
-                        k += 1
-                        value = args[k]
-                    } else {
-                        writeAll(2, Array("\(program): option requires an argument -- 'c'\n".utf8))
-                        Msg.fatal(usageText)
-                    }
-                    if !value.hasPrefix("/") { Msg.fatal("-c requires absolute pathname") }
-                    while value.count > 1 && value.hasSuffix("/") { value.removeLast() }
-                    setenv(MailConfig.configEnvironment, value, 1)
-                case "D":
-                    setenv("MAIL_DEBUG", "", 1)
-                case "v":
-                    Msg.verbose += 1
-                    setenv("MAIL_VERBOSE", "", 1)
-                default:
-                    writeAll(2, Array("\(program): invalid option -- '\(c)'\n".utf8))
-                    Msg.fatal(usageText)
-                }
+        let (operands, problem) = GetOpt.parse(Array(arguments.dropFirst()), spec: "c:Dv") { c, v in
+            switch c {
+            case "c":
+                var value = v ?? ""
+                if !value.hasPrefix("/") { Msg.fatal("-c requires absolute pathname") }
+                while value.count > 1 && value.hasSuffix("/") { value.removeLast() }
+                setenv(MailConfig.configEnvironment, value, 1)
+            case "D":
+                setenv("MAIL_DEBUG", "", 1)
+            default:
+                Msg.verbose += 1
+                setenv("MAIL_VERBOSE", "", 1)
             }
-            k += 1
         }
-        let operands = Array(args[k...])
+        if let problem {
+            writeAll(2, Array((GetOpt.message(problem, program: program) + "\n").utf8))
+            Msg.fatal(usageText)
+        }
 
         let config = MailConfig.load(processName: program)
         let accounts = MailParams.check(config)

@@ -24,46 +24,28 @@ public enum PostlogCommand {
 
         var level = MsgLevel.info
         var tag: String?
-        let args = Array(arguments.dropFirst())
-        var k = 0
-        while k < args.count {
-            let a = Array(args[k])
-            if args[k] == "--" { k += 1; break }
-            if a.count < 2 || a[0] != "-" { break }
-            var j = 1
-            while j < a.count {
-                let c = a[j]
-                j += 1
-                func value() -> String {
-                    if j < a.count { defer { j = a.count }; return String(a[j...]) }
-                    k += 1
-                    if k < args.count { return args[k] }
-                    writeAll(2, Array("\(program): option requires an argument -- '\(c)'\n".utf8))
-                    Msg.fatal(usageText)
-                }
-                switch c {
-                case "c": setenv(MailConfig.configEnvironment, value(), 1)
-                case "i": break
-                case "p":
-                    let p = value()
-                    guard let l = severity(p) else { Msg.fatal("bad severity: \"\(p)\"") }
-                    level = l
-                case "t": tag = value()
-                case "v": Msg.verbose += 1
-                default:
-                    writeAll(2, Array("\(program): invalid option -- '\(c)'\n".utf8))
-                    Msg.fatal(usageText)
-                }
+        let (operands, problem) = GetOpt.parse(Array(arguments.dropFirst()), spec: "c:ip:t:v") { c, v in
+            switch c {
+            case "c": setenv(MailConfig.configEnvironment, v ?? "", 1)
+            case "p":
+                guard let l = severity(v ?? "") else { Msg.fatal("bad severity: \"\(v ?? "")\"") }
+                level = l
+            case "t": tag = v
+            case "v": Msg.verbose += 1
+            default: break
             }
-            k += 1
+        }
+        if let problem {
+            writeAll(2, Array((GetOpt.message(problem, program: program) + "\n").utf8))
+            Msg.fatal(usageText)
         }
         let config = MailConfig.load(processName: program)
         MailParams.check(config)
         let recordTag = tag ?? (config.string("syslog_name") + "/" + program)
         MailLog.setup(config, program: program, tag: recordTag, stderrTag: tty ? recordTag : nil, fileFallback: true)
 
-        if k < args.count {
-            Msg.record(level, args[k...].joined(separator: " "))
+        if !operands.isEmpty {
+            Msg.record(level, operands.joined(separator: " "))
         } else {
             let input = FDStream(fd: 0)
             // Records are cut at 2000 bytes anyway; only the newline is removed (a CR
