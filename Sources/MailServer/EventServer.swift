@@ -62,6 +62,9 @@ public enum DgramServer {
             ctx.loop.onReadable(lfd) {
                 var buf = [UInt8](repeating: 0, count: maxDatagram)
                 while true {
+                    // A retired server leaves the rest to its successor (a reload after a
+                    // log rotation must not write to the old file).
+                    if ctx.masterGone { ctx.exit() }
                     let n = recv(lfd, &buf, buf.count, 0)
                     if n < 0 { break }
                     MasterStatus.report(available: false)

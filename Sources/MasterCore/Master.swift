@@ -321,6 +321,9 @@ final class Master {
     // MARK: Reload (master.c master_refresh, master_conf.c)
 
     func reload() {
+        // postlogd first: the one running may write a file that "postfix logrotate" just
+        // renamed; from the reload record on, records go to the new file.
+        if let s = postlogService { restartService(s) }
         Msg.info("reload -- version \(config.string("mail_version")), configuration \(config.configDirectory)")
         let fresh = MailConfig.load(processName: "master")
         for (name, old) in [("queue_directory", startupQueueDirectory), ("inet_protocols", startupProtocols)] {
@@ -381,13 +384,16 @@ final class Master {
         _exit(128 + sig)
     }
 
+    /// The postlog service (postlogd), when master.cf has it.
+    var postlogService: ServiceState? {
+        services.first { $0.svc.type == .unixDgram && $0.svc.name == config.string("postlog_service_name") }
+    }
+
     /// Records still queued on the postlog socket when the mail system stops (often the
     /// ones that say why) are written by master itself once postlogd has had its chance.
     func flushPostlog() {
         let file = config.string("maillog_file")
-        guard !file.isEmpty, file != "/dev/stdout",
-              let s = services.first(where: { $0.svc.type == .unixDgram && $0.svc.name == config.string("postlog_service_name") }),
-              let fd = s.listenFDs.first else { return }
+        guard !file.isEmpty, file != "/dev/stdout", let s = postlogService, let fd = s.listenFDs.first else { return }
         let deadline = monotonicNanos() + 300_000_000
         var pending = Set(s.children.keys)
         while !pending.isEmpty && monotonicNanos() < deadline {

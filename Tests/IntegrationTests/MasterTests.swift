@@ -321,6 +321,47 @@ struct MasterTests {
         #expect(inst.logContains("fatal: unknown command: 'bogus'. Usage: postfix start (or stop, reload, abort, flush, check, status, set-permissions, upgrade-configuration, logrotate)"))
     }
 
+    @Test func startInForegroundAndDrain() throws {
+        let inst = try Instance(master: """
+        echo    unix - n n - - swallow-testd single
+        postlog unix-dgram n - n - 1 postlogd
+        """)
+        let null = open("/dev/null", O_RDWR)
+        defer { close(null) }
+        let argv = [inst.programDirectory + "/postfix", "-c", inst.configDirectory, "start-fg"]
+        let pid = try Spawn.run(argv[0], argv: argv, environment: ["PATH=/usr/bin:/bin"], descriptors: [0: null, 1: null, 2: null])
+        try inst.waitFor("master") { inst.logContains("daemon started") }
+        let masterPID = try #require(MasterLock.pid(queueDirectory: inst.queueDirectory))
+        #expect(inst.commandLine(masterPID) == [inst.programDirectory + "/master", "-s"])
+        // Ctrl-C (or a TERM) to postfix start-fg stops the mail system; its status is master's.
+        kill(pid, SIGINT)
+        var status: Int32 = 0
+        try inst.waitFor("start-fg to end") { waitpid(pid, &status, WNOHANG) == pid }
+        #expect((status >> 8) & 0xFF == 128 + SIGTERM)
+        try inst.waitFor("every process to leave") { inst.allProcesses.isEmpty }
+
+        // drain: master is killed outright; its children notice and go.
+        #expect(inst.postfix("start").status == 0)
+        let c = try LineClient(unix: inst.queueDirectory + "/private/echo")
+        _ = try c.readLine()
+        #expect(inst.postfix("drain").status == 0)
+        try c.send("quit")
+        try inst.waitFor("children to leave after master") { inst.allProcesses.isEmpty }
+    }
+
+    @Test func logrotateStartsANewFile() throws {
+        let inst = try Instance(main: "maillog_file_rotate_suffix = rotated\n", master: "postlog unix-dgram n - n - 1 postlogd\n")
+        #expect(inst.postfix("start").status == 0)
+        defer { _ = inst.postfix("stop") }
+        try inst.waitFor("start-up record") { inst.logContains("daemon started") }
+        let r = inst.postfix("logrotate")
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(access(inst.logFile + ".rotated.gz", F_OK) == 0)
+        try inst.waitFor("the new file") { inst.logContains("reload -- version") }
+        #expect(inst.log.split(separator: "\n").first?.contains("postfix/master[") == true)
+        #expect(inst.postfix("logrotate", "extra").status == 1)
+    }
+
     @Test func postfixCheckCreatesDirectoriesAndWarns() throws {
         let inst = try Instance(main: "mydomian = example.com\n", master: "postlog unix-dgram n - n - 1 postlogd\n")
         rmdir(inst.queueDirectory + "/flush")
