@@ -347,7 +347,8 @@ final class Master {
                 var updated = svc
                 updated.inetAddresses = s.svc.inetAddresses
                 s.svc = updated
-                s.wakeupPending = svc.wakeupConditional && s.total == 0
+                // As in Postfix, a conditional timer waits for the next child again.
+                s.wakeupPending = svc.wakeupConditional
                 restartService(s)
                 keep.append(s)
             } else {
