@@ -5,7 +5,7 @@
 // stale copies of system files in the queue tree and damaged messages, with the paths
 // written as find(1) writes them ("/var/spool/postfix/./active"). Beyond Postfix: unused
 // main.cf and master.cf settings are reported with the parameter name they most likely
-// meant.
+// meant, and master.cf services whose program is missing.
 import Glibc
 import MailUtil
 import MailGlobal
@@ -151,10 +151,30 @@ extension PostfixScript {
             warn("Replace one by a symbolic link to the other")
         }
 
+        checkPrograms()
+
         // Beyond Postfix: settings nothing uses, most often misspelled names.
         for u in ParameterAudit.unusedParameters(configDirectory: config.configDirectory) {
             let hint = u.suggestion.map { " (did you mean \"\($0)\"?)" } ?? ""
             warn("\(u.file): unused parameter: \(u.name)=\(u.value)\(hint)")
+        }
+    }
+
+    /// Beyond Postfix: master.cf services whose program is not there (master would only
+    /// find out when a client comes, and then throttle the service).
+    func checkPrograms() {
+        let masterCF = config.configDirectory + "/master.cf"
+        guard let bytes = try? SafeFile.read(masterCF) else { return }
+        let daemons = config.string("daemon_directory")
+        for e in MasterCF.entries(bytes, path: masterCF) where e.fields.count >= MasterCF.minimumFields {
+            let program = daemons + "/" + e.fields[7]
+            let what = "\(masterCF): line \(e.line): service \(e.fields[0])/\(e.fields[1]): program \(program)"
+            var st = stat()
+            if lstatFollow(program, &st) != 0 {
+                warn("\(what) is missing")
+            } else if access(program, X_OK) != 0 || st.st_mode & S_IFMT != S_IFREG {
+                warn("\(what) is not executable")
+            }
         }
     }
 

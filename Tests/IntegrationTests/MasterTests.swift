@@ -371,6 +371,10 @@ struct MasterTests {
         #expect(st.st_mode & 0o777 == 0o700 && st.st_uid == getpwnam(inst.owner)!.pointee.pw_uid)
         #expect(inst.logContains("warning: \(inst.configDirectory)/main.cf: unused parameter: mydomian=example.com (did you mean \"mydomain\"?)"))
 
+        try inst.writeMaster("postlog unix-dgram n - n - 1 postlogd\nsmtp inet n - n - - nosuchd\n")
+        _ = inst.postfix("check")
+        #expect(inst.logContains("warning: \(inst.configDirectory)/master.cf: line 2: service smtp/inet: program \(inst.programDirectory)/nosuchd is missing"))
+
         chmod(inst.configDirectory, 0o777)
         _ = inst.postfix("check")
         #expect(inst.logContains("warning: group or other writable: \(inst.configDirectory)/."))
