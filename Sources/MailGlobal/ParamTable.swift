@@ -46,39 +46,63 @@ public enum ParamTable {
 
     public static func definition(_ name: String) -> ParamDef? { byName[name] }
 
+    /// Reads the tab-separated table (name, kind, unit, min, max, scope, default) with one
+    /// pass over the bytes: every program does this at start-up, so it must be cheap.
     static func parse(_ text: String) -> [ParamDef] {
-        var out: [ParamDef] = []
-        out.reserveCapacity(900)
-        for line in text.utf8.split(separator: 0x0A, omittingEmptySubsequences: true) {
-            let f = line.split(separator: 0x09, maxSplits: 6, omittingEmptySubsequences: false)
-            precondition(f.count == 7, "malformed parameter table line")
-            let name = String(decoding: f[0], as: UTF8.self)
-            let unit = f[2].first ?? UInt8(ascii: "s")
-            let kind: ParamKind
-            switch String(decoding: f[1], as: UTF8.self) {
-            case "str": kind = .string
-            case "raw": kind = .raw
-            case "int": kind = .int
-            case "long": kind = .long
-            case "bool": kind = .bool
-            case "time": kind = .time(unit: unit)
-            case "nint": kind = .nint
-            case "nbool": kind = .nbool
-            default: preconditionFailure("unknown parameter kind in table")
+        var text = text
+        return text.withUTF8 { buf -> [ParamDef] in
+            var out: [ParamDef] = []
+            out.reserveCapacity(900)
+            var i = 0
+            let n = buf.count
+            while i < n {
+                var fields: [Range<Int>] = []
+                fields.reserveCapacity(7)
+                var start = i
+                while i < n && buf[i] != 0x0A {
+                    if buf[i] == 0x09 && fields.count < 6 {
+                        fields.append(start..<i)
+                        start = i + 1
+                    }
+                    i += 1
+                }
+                fields.append(start..<i)
+                i += 1
+                if fields.count == 1 && fields[0].isEmpty { continue }
+                precondition(fields.count == 7, "malformed parameter table line")
+                func text(_ k: Int) -> String { String(decoding: UnsafeBufferPointer(rebasing: buf[fields[k]]), as: UTF8.self) }
+                func number(_ k: Int) -> Int {
+                    var v = 0, neg = false
+                    for j in fields[k] {
+                        if buf[j] == UInt8(ascii: "-") { neg = true } else { v = v * 10 + Int(buf[j] &- 0x30) }
+                    }
+                    return neg ? -v : v
+                }
+                let unit = fields[2].isEmpty ? UInt8(ascii: "s") : buf[fields[2].lowerBound]
+                let kind: ParamKind
+                switch text(1) {
+                case "str": kind = .string
+                case "raw": kind = .raw
+                case "int": kind = .int
+                case "long": kind = .long
+                case "bool": kind = .bool
+                case "time": kind = .time(unit: unit)
+                case "nint": kind = .nint
+                case "nbool": kind = .nbool
+                default: preconditionFailure("unknown parameter kind in table")
+                }
+                var value: String? = text(6)
+                switch value {
+                case "@COMPUTED@": value = nil
+                case "@VERSION@": value = SwallowVersion.version
+                case "@RELEASE_DATE@": value = SwallowVersion.releaseDate
+                default: break
+                }
+                out.append(ParamDef(name: text(0), kind: kind, min: number(3), max: number(4),
+                                    global: text(5) == "global", defaultValue: value))
             }
-            let lo = Int(String(decoding: f[3], as: UTF8.self)) ?? 0
-            let hi = Int(String(decoding: f[4], as: UTF8.self)) ?? 0
-            let global = f[5].elementsEqual("global".utf8)
-            var value: String? = String(decoding: f[6], as: UTF8.self)
-            switch value {
-            case "@COMPUTED@": value = nil
-            case "@VERSION@": value = SwallowVersion.version
-            case "@RELEASE_DATE@": value = SwallowVersion.releaseDate
-            default: break
-            }
-            out.append(ParamDef(name: name, kind: kind, min: lo, max: hi, global: global, defaultValue: value))
+            return out
         }
-        return out
     }
 
     /// Per-transport parameters that a master.cf service adds for delivery agents

@@ -47,7 +47,7 @@ extension PostconfState {
     /// the named ones in command-line order.
     func showParameters(classes: ParamClass, names: [String]) {
         if names.isEmpty {
-            for name in nodes.keys.sorted(by: { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }) {
+            for name in byteOrder(nodes.keys) {
                 let node = nodes[name]!
                 if !node.classes.intersection(classes).isEmpty {
                     printParameter(name, node)

@@ -323,7 +323,7 @@ extension PostconfState {
         }
         for entry in master {
             guard let box = entry.params, !box.dict.isEmpty else { continue }
-            let sorted = box.dict.keys.sorted { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }
+            let sorted = byteOrder(box.dict.keys)
             if patterns.isEmpty {
                 for n in sorted { show(entry, n, box.dict[n]!) }
                 continue

@@ -161,6 +161,11 @@ enum OptionParser {
     }
 }
 
+/// Names in byte order (as Postfix sorts them with strcmp), each key converted once.
+func byteOrder<S: Sequence>(_ names: S) -> [String] where S.Element == String {
+    names.map { (Array($0.utf8), $0) }.sorted { $0.0.lexicographicallyPrecedes($1.0) }.map { $0.1 }
+}
+
 /// Writes text to standard error in one write(2).
 func writeStderr(_ text: String) {
     let b = Array(text.utf8)
