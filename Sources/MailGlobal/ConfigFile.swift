@@ -5,55 +5,10 @@
 // a continued line. Text after a NUL byte in a line is ignored, as C strings end there.
 import MailUtil
 
-/// One logical line and the number of its first physical line.
-public struct LogicalLine: Sendable, Equatable {
-    public var text: [UInt8]
-    public var firstLine: Int
-
-    public var string: String { String(decoding: text, as: UTF8.self) }
-}
-
 public enum ConfigFile {
-    /// Splits file content into logical lines. `path` is used in warnings about a
-    /// continuation line with nothing to continue.
+    /// Splits file content into logical lines (see LogicalLine.read).
     public static func logicalLines(_ content: [UInt8], path: String) -> [LogicalLine] {
-        var out: [LogicalLine] = []
-        var cur: [UInt8] = []
-        var first = 0
-        var lineno = 0
-        var i = 0
-        let n = content.count
-
-        func flush() {
-            if cur.isEmpty { return }
-            if Tokens.isBlank(cur[0]) {
-                let shown = String(decoding: cur.prefix(30), as: UTF8.self)
-                Msg.warn("\(path): logical line must not start with whitespace: \"\(shown)\(cur.count > 30 ? "..." : "")\"")
-            } else {
-                // A C string ends at the first NUL.
-                if let z = cur.firstIndex(of: 0) { cur.removeSubrange(z...) }
-                out.append(LogicalLine(text: cur, firstLine: first))
-            }
-            cur.removeAll(keepingCapacity: true)
-        }
-
-        while i < n {
-            var e = i
-            while e < n && content[e] != 0x0A { e += 1 }
-            let line = content[i..<e]
-            lineno += 1
-            i = e < n ? e + 1 : n
-            var k = line.startIndex
-            while k < line.endIndex && Tokens.isBlank(line[k]) { k += 1 }
-            let skip = k == line.endIndex || line[k] == UInt8(ascii: "#")
-            if skip { continue }
-            let continues = Tokens.isBlank(line[line.startIndex])
-            if !continues { flush() }
-            if cur.isEmpty { first = lineno }
-            cur.append(contentsOf: line)
-        }
-        flush()
-        return out
+        LogicalLine.read(content, path: path)
     }
 
     /// Splits "name = value": the name ends at white space or '='; white space around the
