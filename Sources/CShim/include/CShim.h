@@ -50,4 +50,6 @@ int cshim_recv_fd(int sock);
 /* Block, unblock or reset signal dispositions in one call (used around spawning). */
 int cshim_sigmask_all(int block, sigset_t *old);
 
+#include "CShimSQL.h"
+
 #endif
