@@ -10,6 +10,8 @@ let programs: [(name: String, deps: [Target.Dependency])] = [
     ("master", ["MasterCore"]),
     ("postfix", ["PostfixCore"]),
     ("postlog", ["PostlogCore"]),
+    ("postmap", ["PostmapCore"]),
+    ("postalias", ["PostmapCore"]),
     ("postlogd", ["MailServer", "MailGlobal", "MailUtil"]),
     // Only for the integration tests; never installed.
     ("swallow-testd", ["MailServer", "MailUtil"]),
@@ -28,11 +30,13 @@ let package = Package(
         .systemLibrary(name: "CResolv"),
 
         .target(name: "MailUtil", dependencies: ["CShim"]),
-        .target(name: "MailGlobal", dependencies: ["MailUtil", "CShim"]),
+        .target(name: "MailDict", dependencies: ["MailUtil", "CShim", "CBerkeleyDB", "CPCRE2"]),
+        .target(name: "MailGlobal", dependencies: ["MailUtil", "MailDict", "CShim"]),
         .target(name: "MailServer", dependencies: ["MailGlobal", "MailUtil", "CShim"]),
         .target(name: "MasterCore", dependencies: ["MailGlobal", "MailUtil", "CShim"]),
         .target(name: "PostfixCore", dependencies: ["PostconfCore", "MailGlobal", "MailUtil", "CShim"]),
         .target(name: "PostlogCore", dependencies: ["MailGlobal", "MailUtil"]),
+        .target(name: "PostmapCore", dependencies: ["MailGlobal", "MailDict", "MailUtil", "CShim"]),
         .target(name: "PostconfCore", dependencies: ["MailGlobal", "MailUtil", "COpenSSL"]),
 
         .testTarget(name: "SystemLibraryTests",
