@@ -13,6 +13,7 @@ let programs: [(name: String, deps: [Target.Dependency])] = [
     ("postmap", ["PostmapCore"]),
     ("postalias", ["PostmapCore"]),
     ("postlogd", ["MailServer", "MailGlobal", "MailUtil"]),
+    ("proxymap", ["MailServer", "MailGlobal", "MailDict", "MailUtil"]),
     // Only for the integration tests; never installed.
     ("swallow-testd", ["MailServer", "MailUtil"]),
 ]
@@ -32,7 +33,7 @@ let package = Package(
         .target(name: "MailUtil", dependencies: ["CShim"]),
         .target(name: "MailDict", dependencies: ["MailUtil", "CShim", "CBerkeleyDB", "CPCRE2"]),
         .target(name: "MailGlobal", dependencies: ["MailUtil", "MailDict", "CShim"]),
-        .target(name: "MailServer", dependencies: ["MailGlobal", "MailUtil", "CShim"]),
+        .target(name: "MailServer", dependencies: ["MailGlobal", "MailDict", "MailUtil", "CShim"]),
         .target(name: "MasterCore", dependencies: ["MailGlobal", "MailUtil", "CShim"]),
         .target(name: "PostfixCore", dependencies: ["PostconfCore", "MailGlobal", "MailUtil", "CShim"]),
         .target(name: "PostlogCore", dependencies: ["MailGlobal", "MailUtil"]),

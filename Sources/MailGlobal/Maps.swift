@@ -28,6 +28,15 @@ public enum DictCache {
         return (name, d)
     }
 
+    /// The instance registered under `name`, if any.
+    public static func handle(_ name: String) -> Dict? { tables[name] }
+
+    /// Registers an instance opened by the caller under `name` (proxymap's own names).
+    public static func register(_ name: String, _ dict: Dict) {
+        if tables[name] == nil { order.append(name) }
+        tables[name] = dict
+    }
+
     /// The registry name of the first table whose file changed since it was opened (only
     /// database files are watched, as in Postfix), or nil.
     public static func changedName() -> String? {

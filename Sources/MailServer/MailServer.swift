@@ -7,6 +7,7 @@ import Glibc
 import CShim
 import MailUtil
 import MailGlobal
+import MailDict
 
 /// What a daemon declares about itself.
 public struct ServerDescription {
@@ -108,6 +109,10 @@ public enum MailServer {
         MailLog.setup(config, program: program,
                       stderrTag: options.logToStderr || stderrTag != nil ? program : nil)
         let accounts = MailParams.check(config)
+        // A table that cannot be opened defers the mail that needs it; it does not stop
+        // the daemon.
+        DictRegistry.allowSurrogate = true
+        MailDictSetup.registerGlobalTypes(config)
 
         if !options.foreground && !options.standalone && isatty(0) != 0 {
             Msg.fatal("do not run this command by hand")

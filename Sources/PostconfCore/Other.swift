@@ -15,8 +15,8 @@ extension PostconfState {
     }
 
     func showMaps() {
-        _ = loadAndCheckConfiguration()
-        for t in Capabilities.tableTypes { out.write(t + "\n") }
+        let config = loadAndCheckConfiguration()
+        for t in MailDictSetup.workingTypes(config) { out.write(t + "\n") }
     }
 
     func showLocks() {

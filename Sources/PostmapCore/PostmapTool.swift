@@ -160,6 +160,7 @@ final class PostmapTool {
 
     /// -s: every record of the first table as "key<TAB>value".
     func dump(_ spec: String) -> Int32 {
+        if split(spec).type == "proxy" { Msg.fatal("can't sequence maps via the proxy service") }
         let dict = open(spec, mode: .readOnly)
         var out: [UInt8] = []
         var first = true

@@ -35,7 +35,8 @@ final class Instance {
         return FileManager.default.isExecutableFile(atPath: dir + "/usr/lib/postfix/sbin/anvil") ? dir : nil
     }
 
-    static let programs = ["master", "postlogd", "postfix", "postconf", "postlog", "swallow-testd"]
+    static let programs = ["master", "postlogd", "postfix", "postconf", "postlog", "swallow-testd",
+                           "postmap", "postalias", "proxymap"]
 
     /// `owner`: the mail_owner account; as root "postfix", otherwise the current user.
     init(main extra: String = "", master: String, owner: String? = nil) throws {
