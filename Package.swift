@@ -44,9 +44,11 @@ let package = Package(
                     dependencies: ["CShim", "COpenSSL", "CSASL", "CBerkeleyDB", "CPCRE2", "CResolv"]),
         .target(name: "TestSupport", dependencies: ["MailUtil"], path: "Tests/Support"),
         .testTarget(name: "MailUtilTests", dependencies: ["MailUtil", "TestSupport"]),
-        .testTarget(name: "MailGlobalTests", dependencies: ["MailGlobal", "MailUtil", "TestSupport"]),
+        .testTarget(name: "MailDictTests", dependencies: ["MailDict", "MailUtil"]),
+        .testTarget(name: "MailGlobalTests", dependencies: ["MailGlobal", "MailDict", "MailUtil", "TestSupport"]),
         .testTarget(name: "IntegrationTests", dependencies: ["MailGlobal", "MailUtil", "CShim"]),
-        .testTarget(name: "PostconfTests", dependencies: ["PostconfCore", "MailGlobal", "MailUtil"],
+        .testTarget(name: "PostmapTests", dependencies: ["TestSupport"], exclude: ["Scenarios"]),
+        .testTarget(name: "PostconfTests", dependencies: ["PostconfCore", "MailGlobal", "MailUtil", "TestSupport"],
                     exclude: ["Scenarios", "Fixtures"]),
     ] + programs.map {
         .executableTarget(name: $0.name, dependencies: $0.deps, path: "Sources/Programs/\($0.name)")

@@ -82,6 +82,8 @@ public enum DictOwner: Equatable, Sendable {
 public enum DictOpenMode: Sendable {
     case readOnly
     case readWrite
+    /// Read and write a table that must exist already (postmap -d).
+    case modify
     /// Create (or empty) for a bulk rebuild, as postmap does.
     case create
 
@@ -89,6 +91,7 @@ public enum DictOpenMode: Sendable {
         switch self {
         case .readOnly: return O_RDONLY
         case .readWrite: return O_RDWR | O_CREAT
+        case .modify: return O_RDWR
         case .create: return O_RDWR | O_CREAT | O_TRUNC
         }
     }
@@ -97,7 +100,7 @@ public enum DictOpenMode: Sendable {
         if flags & O_ACCMODE == O_RDONLY {
             self = .readOnly
         } else {
-            self = flags & O_TRUNC != 0 ? .create : .readWrite
+            self = flags & O_TRUNC != 0 ? .create : flags & O_CREAT != 0 ? .readWrite : .modify
         }
     }
 }

@@ -45,7 +45,7 @@ final class DictProxy: Dict {
         let service: String
         switch mode {
         case .readOnly: service = config.string("proxymap_service_name")
-        case .readWrite: service = config.string("proxywrite_service_name")
+        case .readWrite, .modify: service = config.string("proxywrite_service_name")
         case .create: Msg.fatal("\(name): proxy map open requires O_RDONLY or O_RDWR mode")
         }
         // From the queue directory (daemons) the relative name works; anywhere else

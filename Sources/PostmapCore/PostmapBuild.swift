@@ -13,7 +13,7 @@ extension PostmapTool {
     func build(_ spec: String) {
         let (type, name) = split(spec)
         if type == "proxy" && !o.incremental { Msg.fatal("can't create maps via the proxy service") }
-        guard DictRegistry.isRegistered(type) else { Msg.fatal("unsupported map type for this operation: \(type)") }
+        guard DictRegistry.isRegistered(type) else { Msg.fatal("unsupported dictionary type: \(type). Is the postfix-\(type) package installed?") }
         guard DictRegistry.canBuild(type) else {
             Msg.fatal("unsupported dictionary type: \(type) does not support bulk-mode creation.")
         }

@@ -130,7 +130,7 @@ final class PostmapTool {
     func delete(_ key: String) -> Int32 {
         var found = false
         for spec in o.tables {
-            let dict = open(spec, mode: .readWrite)
+            let dict = open(spec, mode: .modify)
             if remove(key, from: dict) { found = true }
             dict.close()
         }
@@ -146,7 +146,7 @@ final class PostmapTool {
     }
 
     func deleteStdin() -> Int32 {
-        let dicts = o.tables.map { open($0, mode: .readWrite) }
+        let dicts = o.tables.map { open($0, mode: .modify) }
         var found = false
         for raw in StdinLines.iterator(fd: 0) {
             let key = String(decoding: raw, as: UTF8.self)

@@ -1,0 +1,10 @@
+CREATE TABLE aliases(addr text, goto text);
+INSERT INTO "aliases" VALUES('user@example.com','u1@dest.com');
+INSERT INTO "aliases" VALUES('user@example.com','u2@dest.com');
+INSERT INTO "aliases" VALUES('empty@example.com','');
+INSERT INTO "aliases" VALUES('nul@example.com',NULL);
+INSERT INTO "aliases" VALUES('o''brien@example.com','quote-ok');
+INSERT INTO "aliases" VALUES('upper@example.com','lower-stored');
+INSERT INTO "aliases" VALUES('multi@example.com','m1');
+INSERT INTO "aliases" VALUES('multi@example.com','m2');
+INSERT INTO "aliases" VALUES('multi@example.com','m3');
