@@ -17,12 +17,13 @@ RUN_DIR    ?= run
 PORT       ?= 2525
 
 # Debian packages the build needs, and those the tests use as real peers.
-BUILD_PACKAGES = libssl-dev libsasl2-dev libdb-dev libpcre2-dev pkg-config
-TEST_PACKAGES  = python3 swaks util-linux
+# libsqlite3-0 and libpq5 are loaded at run time by sqlite: and pgsql: tables.
+BUILD_PACKAGES = libssl-dev libsasl2-dev libdb-dev libpcre2-dev pkg-config libsqlite3-0 libpq5
+TEST_PACKAGES  = python3 swaks util-linux postgresql
 
 # Programs by install location; only those already built are installed.
-COMMANDS = postconf postfix postlog
-DAEMONS  = master postlogd
+COMMANDS = postconf postfix postlog postmap postalias
+DAEMONS  = master postlogd proxymap
 
 RELEASE_BIN = .build/release
 # The reference Postfix 3.7, unpacked here for comparison tests (never installed).

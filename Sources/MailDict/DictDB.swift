@@ -149,6 +149,13 @@ public final class DictDB: Dict {
     }
 
     /// Data as Postfix copies it: up to the first NUL.
+    /// The text of a key or value, up to a NUL (stored keys and values may end in one).
+    static func string(_ d: DBT) -> String {
+        guard let p = d.data?.assumingMemoryBound(to: UInt8.self) else { return "" }
+        let buf = UnsafeBufferPointer(start: p, count: Int(d.size))
+        return String(decoding: buf[..<(buf.firstIndex(of: 0) ?? buf.endIndex)], as: UTF8.self)
+    }
+
     static func copy(_ d: DBT) -> [UInt8] {
         guard let p = d.data?.assumingMemoryBound(to: UInt8.self) else { return [] }
         let buf = UnsafeBufferPointer(start: p, count: Int(d.size))
@@ -259,7 +266,7 @@ public final class DictDB: Dict {
                 Msg.fatal("error [\(status)] seeking \(name): \(errnoText(status))")
             }
             if status != 0 { return nil }
-            return (String(decoding: DictDB.copy(k), as: UTF8.self), String(decoding: DictDB.copy(v), as: UTF8.self))
+            return (DictDB.string(k), DictDB.string(v))
         }
     }
 

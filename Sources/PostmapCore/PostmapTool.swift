@@ -89,13 +89,16 @@ final class PostmapTool {
             ? MessageKeys.iterator(fd: 0, headers: o.headerKeys, body: o.bodyKeys, mime: o.mimeKeys)
             : StdinLines.iterator(fd: 0)
         for raw in keys {
-            let text = String(decoding: raw, as: UTF8.self)
             for (i, spec) in o.tables.enumerated() {
                 if dicts[i] == nil { dicts[i] = open(spec, mode: .readOnly) }
                 let dict = dicts[i]!
                 guard let key = validKey(raw, label: dict.label) else { break }
                 if let v = lookup(dict, key, label: dict.label) {
-                    out += Array((text + (o.alias ? ":" : "") + "\t" + show(v, table: dict.label, key: key) + "\n").utf8)
+                    out.append(contentsOf: raw)
+                    if o.alias { out.append(UInt8(ascii: ":")) }
+                    out.append(UInt8(ascii: "\t"))
+                    out.append(contentsOf: show(v, table: dict.label, key: key).utf8)
+                    out.append(UInt8(ascii: "\n"))
                     found = true
                     break
                 }
@@ -185,7 +188,11 @@ final class PostmapTool {
                 Msg.warn("table \(dict.label): key \(k): empty string result is not allowed")
                 Msg.warn("table \(dict.label) should return NO RESULT in case of NOT FOUND")
             }
-            out += Array((k + (o.alias ? ":" : "") + "\t" + value + "\n").utf8)
+            out.append(contentsOf: k.utf8)
+            if o.alias { out.append(UInt8(ascii: ":")) }
+            out.append(UInt8(ascii: "\t"))
+            out.append(contentsOf: value.utf8)
+            out.append(UInt8(ascii: "\n"))
             if out.count >= 65536 {
                 writeAll(1, out)
                 out.removeAll(keepingCapacity: true)
