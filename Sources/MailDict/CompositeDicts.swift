@@ -39,21 +39,28 @@ enum CompositeSyntax {
     }
 }
 
-/// pipemap:{t1:n1, t2:n2, ...}
-final class DictPipe: Dict {
+/// What pipemap and unionmap share: a list of tables opened from "{t1:n1, t2:n2, ...}",
+/// read-only, taking the first table's kind (fixed or pattern) as their own.
+class CompositeDict: Dict {
     let tables: [Dict]
 
-    static func open(_ name: String, _ mode: DictOpenMode, _ flags: DictFlags) throws(DictOpenError) -> Dict {
-        if mode != .readOnly { throw DictOpenError("pipemap:\(name) map requires O_RDONLY access mode") }
-        let tables = try CompositeSyntax.tables("pipemap", name, flags: flags)
-        return DictPipe(name: name, tables: tables, flags: flags)
+    static func openTables(_ type: String, _ name: String, _ mode: DictOpenMode, _ flags: DictFlags) throws(DictOpenError) -> [Dict] {
+        if mode != .readOnly { throw DictOpenError("\(type):\(name) map requires O_RDONLY access mode") }
+        return try CompositeSyntax.tables(type, name, flags: flags)
     }
 
-    init(name: String, tables: [Dict], flags: DictFlags) {
+    init(type: String, name: String, tables: [Dict], flags: DictFlags) {
         self.tables = tables
         let own = tables[0].flags.intersection([.fixed, .pattern])
-        super.init(type: "pipemap", name: name, flags: flags.subtracting([.fixed, .pattern]).union(own))
+        super.init(type: type, name: name, flags: flags.subtracting([.fixed, .pattern]).union(own))
         owner = CompositeSyntax.owner(tables)
+    }
+}
+
+/// pipemap:{t1:n1, t2:n2, ...}: each table's answer is the next table's key.
+final class DictPipe: CompositeDict {
+    static func open(_ name: String, _ mode: DictOpenMode, _ flags: DictFlags) throws(DictOpenError) -> Dict {
+        DictPipe(type: "pipemap", name: name, tables: try openTables("pipemap", name, mode, flags), flags: flags)
     }
 
     override func lookup(_ key: String) throws(DictError) -> String? {
@@ -66,21 +73,10 @@ final class DictPipe: Dict {
     }
 }
 
-/// unionmap:{t1:n1, t2:n2, ...}
-final class DictUnion: Dict {
-    let tables: [Dict]
-
+/// unionmap:{t1:n1, t2:n2, ...}: every table's answer, joined with commas.
+final class DictUnion: CompositeDict {
     static func open(_ name: String, _ mode: DictOpenMode, _ flags: DictFlags) throws(DictOpenError) -> Dict {
-        if mode != .readOnly { throw DictOpenError("unionmap:\(name) map requires O_RDONLY access mode") }
-        let tables = try CompositeSyntax.tables("unionmap", name, flags: flags)
-        return DictUnion(name: name, tables: tables, flags: flags)
-    }
-
-    init(name: String, tables: [Dict], flags: DictFlags) {
-        self.tables = tables
-        let own = tables[0].flags.intersection([.fixed, .pattern])
-        super.init(type: "unionmap", name: name, flags: flags.subtracting([.fixed, .pattern]).union(own))
-        owner = CompositeSyntax.owner(tables)
+        DictUnion(type: "unionmap", name: name, tables: try openTables("unionmap", name, mode, flags), flags: flags)
     }
 
     override func lookup(_ key: String) throws(DictError) -> String? {

@@ -7,7 +7,7 @@
 import Glibc
 import MailUtil
 
-final class DictCIDR: Dict {
+final class DictCIDR: Dict, RuleTable {
     typealias Net = CIDRPattern
 
     enum Rule {
@@ -19,12 +19,7 @@ final class DictCIDR: Dict {
     var rules: [Rule] = []
 
     static func open(_ name: String, _ mode: DictOpenMode, _ flags: DictFlags) throws(DictOpenError) -> Dict {
-        if mode != .readOnly { throw DictOpenError("cidr:\(name) map requires O_RDONLY access mode") }
-        let (content, owner, path) = try DictStream.read(type: "cidr", name: name)
-        let d = DictCIDR(type: "cidr", name: name, flags: flags.union(.pattern))
-        d.owner = owner
-        d.load(content, path: path ?? name)
-        return d
+        try DictStream.openRules(DictCIDR.init, type: "cidr", name: name, mode: mode, flags: flags)
     }
 
     func warn(_ line: Int, _ text: String) {
@@ -33,14 +28,11 @@ final class DictCIDR: Dict {
 
     func load(_ content: [UInt8], path: String) {
         var stack: [Int] = []
-        for line in LogicalLine.read(content, path: path) {
-            var b = line.text[...]
-            while let l = b.last, Tokens.isBlank(l) { b = b.dropLast() }
-            if b.isEmpty { continue }
+        for (text, line) in DictStream.ruleLines(content, path: path) {
             do {
-                try parse(Array(b), stack: &stack, line: line.firstLine)
+                try parse(text, stack: &stack, line: line)
             } catch {
-                warn(line.firstLine, "\(error.reason): skipping this rule")
+                warn(line, "\(error.reason): skipping this rule")
             }
         }
         for i in stack.reversed() {

@@ -9,7 +9,35 @@ import CPCRE2
 import MailUtil
 
 /// The text of a pattern table: a file, or the inline "{ {line}, {line} }" form.
+/// A table read from rules in a file or inline "{ {rule}, ... }" text.
+protocol RuleTable: Dict {
+    func load(_ content: [UInt8], path: String)
+}
+
 enum DictStream {
+    /// Opens a rule table read-only: reads the rules, then lets the table compile them.
+    static func openRules<T: RuleTable>(_ make: (String, String, DictFlags) -> T, type: String, name: String,
+                                        mode: DictOpenMode, flags: DictFlags) throws(DictOpenError) -> Dict {
+        if mode != .readOnly { throw DictOpenError("\(type):\(name) map requires O_RDONLY access mode") }
+        let (content, owner, path) = try read(type: type, name: name)
+        let d = make(type, name, flags.union(.pattern))
+        d.owner = owner
+        d.load(content, path: path ?? name)
+        return d
+    }
+
+    /// The non-empty logical lines of a rule file, without trailing white space, with the
+    /// number of the line where each starts.
+    static func ruleLines(_ content: [UInt8], path: String) -> [(text: [UInt8], line: Int)] {
+        var out: [(text: [UInt8], line: Int)] = []
+        for line in LogicalLine.read(content, path: path) {
+            var b = line.text[...]
+            while let l = b.last, Tokens.isBlank(l) { b = b.dropLast() }
+            if !b.isEmpty { out.append((Array(b), line.firstLine)) }
+        }
+        return out
+    }
+
     static func read(type: String, name: String) throws(DictOpenError) -> (content: [UInt8], owner: DictOwner, path: String?) {
         if name.hasPrefix("{") {
             let (inner, err) = Tokens.extractBraced(name)
@@ -52,7 +80,7 @@ struct PatternSpec {
     var flags: [UInt8]
 }
 
-class PatternDict: Dict {
+class PatternDict: Dict, RuleTable {
     enum Rule {
         case match(first: CompiledPattern, firstPositive: Bool, second: CompiledPattern?, secondPositive: Bool,
                    maxGroup: Int, result: Result, line: Int)
@@ -83,11 +111,8 @@ class PatternDict: Dict {
 
     func load(_ content: [UInt8], path: String) {
         var stack: [Int] = []
-        for line in LogicalLine.read(content, path: path) {
-            var b = line.text[...]
-            while let l = b.last, Tokens.isBlank(l) { b = b.dropLast() }
-            if b.isEmpty { continue }
-            parse(Array(b), line: line.firstLine, stack: &stack)
+        for (text, line) in DictStream.ruleLines(content, path: path) {
+            parse(text, line: line, stack: &stack)
         }
         for i in stack.reversed() {
             if case .ifBlock(_, _, _, let line) = rules[i] { warn(line, "IF has no matching ENDIF") }
@@ -287,12 +312,7 @@ class PatternDict: Dict {
 /// regexp: POSIX extended regular expressions (glibc regcomp).
 final class DictRegexp: PatternDict {
     static func open(_ name: String, _ mode: DictOpenMode, _ flags: DictFlags) throws(DictOpenError) -> Dict {
-        if mode != .readOnly { throw DictOpenError("regexp:\(name) map requires O_RDONLY access mode") }
-        let (content, owner, path) = try DictStream.read(type: "regexp", name: name)
-        let d = DictRegexp(type: "regexp", name: name, flags: flags.union(.pattern))
-        d.owner = owner
-        d.load(content, path: path ?? name)
-        return d
+        try DictStream.openRules(DictRegexp.init, type: "regexp", name: name, mode: mode, flags: flags)
     }
 
     override var allowsSecondPattern: Bool { true }
@@ -336,7 +356,7 @@ final class DictRegexp: PatternDict {
         static func errorText(_ rc: Int32, _ re: inout regex_t) -> String {
             var buf = [CChar](repeating: 0, count: 256)
             regerror(rc, &re, &buf, buf.count)
-            return String(cString: buf)
+            return String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         }
 
         func match(_ key: [UInt8], groups: Int) -> [Range<Int>?]? {
@@ -368,12 +388,7 @@ final class DictRegexp: PatternDict {
 /// pcre: Perl-compatible regular expressions (PCRE2), matched byte by byte.
 final class DictPCRE: PatternDict {
     static func open(_ name: String, _ mode: DictOpenMode, _ flags: DictFlags) throws(DictOpenError) -> Dict {
-        if mode != .readOnly { throw DictOpenError("pcre:\(name) map requires O_RDONLY access mode") }
-        let (content, owner, path) = try DictStream.read(type: "pcre", name: name)
-        let d = DictPCRE(type: "pcre", name: name, flags: flags.union(.pattern))
-        d.owner = owner
-        d.load(content, path: path ?? name)
-        return d
+        try DictStream.openRules(DictPCRE.init, type: "pcre", name: name, mode: mode, flags: flags)
     }
 
     override var missingDelimiterVerb: String { "ignoring" }
