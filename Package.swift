@@ -14,6 +14,7 @@ let programs: [(name: String, deps: [Target.Dependency])] = [
     ("postalias", ["PostmapCore"]),
     ("postlogd", ["MailServer", "MailGlobal", "MailUtil"]),
     ("proxymap", ["MailServer", "MailGlobal", "MailDict", "MailUtil"]),
+    ("trivial-rewrite", ["TrivialRewriteCore"]),
     // Only for the integration tests; never installed.
     ("swallow-testd", ["MailServer", "MailUtil"]),
 ]
@@ -38,6 +39,7 @@ let package = Package(
         .target(name: "PostfixCore", dependencies: ["PostconfCore", "MailGlobal", "MailUtil", "CShim"]),
         .target(name: "PostlogCore", dependencies: ["MailGlobal", "MailUtil"]),
         .target(name: "PostmapCore", dependencies: ["MailGlobal", "MailDict", "MailUtil", "CShim"]),
+        .target(name: "TrivialRewriteCore", dependencies: ["MailServer", "MailGlobal", "MailDict", "MailUtil"]),
         .target(name: "PostconfCore", dependencies: ["MailGlobal", "MailUtil", "COpenSSL"]),
 
         .testTarget(name: "SystemLibraryTests",

@@ -229,7 +229,7 @@ public final class MailAddrFinder {
 
 extension Maps {
     /// Records a failure found outside the tables (a broken mydestination table).
-    func forceError(_ e: DictError) {
+    public func forceError(_ e: DictError) {
         setError(e)
     }
 }

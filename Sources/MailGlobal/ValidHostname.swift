@@ -53,3 +53,61 @@ public enum ValidHostname {
         return true
     }
 }
+
+extension ValidHostname {
+    /// valid_utf8_hostname: with SMTPUTF8 a name may have UTF-8 labels (checked as
+    /// U-labels: valid UTF-8, no empty label, no label over 63 bytes); ASCII names get
+    /// the full check.
+    public static func isValid(_ name: String, utf8: Bool) -> Bool {
+        if !utf8 || name.utf8.allSatisfy({ $0 < 0x80 }) { return isValid(name) }
+        let labels = name.split(separator: ".", omittingEmptySubsequences: false)
+        return !labels.contains { $0.isEmpty || $0.utf8.count > maxLabel } && name.utf8.count <= maxLength
+    }
+
+    /// valid_ipv4_hostaddr: four decimal numbers of at most 255, no leading zero tricks.
+    public static func isIPv4Address(_ s: Substring) -> Bool {
+        let parts = s.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 4 else { return false }
+        for p in parts {
+            guard !p.isEmpty, p.count <= 3, p.allSatisfy({ $0.isASCII && $0.isNumber }), let v = Int(p), v <= 255 else { return false }
+        }
+        return true
+    }
+
+    /// valid_ipv6_hostaddr: hexadecimal groups with at most one "::", optionally ending in
+    /// an IPv4 address.
+    public static func isIPv6Address(_ s: Substring) -> Bool {
+        guard s.contains(":"), s.count <= 45 else { return false }
+        let b = Array(s.utf8)
+        var doubles = 0
+        for i in 1..<max(b.count, 1) where b[i] == UInt8(ascii: ":") && b[i - 1] == UInt8(ascii: ":") { doubles += 1 }
+        if doubles > 1 { return false }
+        var groups = s.split(separator: ":", omittingEmptySubsequences: true)
+        var count = 0
+        if let last = groups.last, last.contains(".") {
+            guard isIPv4Address(last) else { return false }
+            groups.removeLast()
+            count += 2
+        }
+        for g in groups {
+            guard g.count <= 4, g.allSatisfy({ $0.isHexDigit }) else { return false }
+            count += 1
+        }
+        if s.hasPrefix(":") && !s.hasPrefix("::") { return false }
+        if s.hasSuffix(":") && !s.hasSuffix("::") { return false }
+        return doubles == 1 ? count < 8 : count == 8
+    }
+
+    /// valid_hostaddr: an IPv4 or IPv6 address.
+    public static func isAddress(_ s: String) -> Bool {
+        isIPv4Address(s[...]) || isIPv6Address(s[...])
+    }
+
+    /// valid_mailhost_literal: "[1.2.3.4]" or "[IPv6:...]".
+    public static func isMailhostLiteral(_ s: String) -> Bool {
+        guard s.hasPrefix("["), s.hasSuffix("]"), s.count >= 2 else { return false }
+        let inner = s.dropFirst().dropLast()
+        if inner.lowercased().hasPrefix("ipv6:") { return isIPv6Address(inner.dropFirst(5)) }
+        return isIPv4Address(inner)
+    }
+}
