@@ -2,6 +2,8 @@
 // Mirrors Postfix util/valid_hostname.c: labels of letters, digits, '_' and inner '-',
 // at most 63 bytes each and 255 in all, no empty labels, and not all-numeric.
 
+import MailUtil
+
 public enum ValidHostname {
     public static let maxLength = 255
     public static let maxLabel = 63
@@ -61,7 +63,19 @@ extension ValidHostname {
     public static func isValid(_ name: String, utf8: Bool) -> Bool {
         if !utf8 || name.utf8.allSatisfy({ $0 < 0x80 }) { return isValid(name) }
         let labels = name.split(separator: ".", omittingEmptySubsequences: false)
-        return !labels.contains { $0.isEmpty || $0.utf8.count > maxLabel } && name.utf8.count <= maxLength
+        if labels.contains(where: { $0.isEmpty }) {
+            idnaWarning(name, "UIDNA_ERROR_EMPTY_LABEL")
+            return false
+        }
+        return !labels.contains { $0.utf8.count > maxLabel } && name.utf8.count <= maxLength
+    }
+
+    nonisolated(unsafe) static var idnaReported: Set<String> = []
+
+    /// Postfix's midna_domain warning, once per name and process (it caches results).
+    static func idnaWarning(_ name: String, _ error: String) {
+        guard idnaReported.insert(name).inserted else { return }
+        Msg.warn("midna_domain_to_ascii_create: Problem translating domain \"\(name)\" to ASCII form: \(error)")
     }
 
     /// valid_ipv4_hostaddr: four decimal numbers of at most 255, no leading zero tricks.

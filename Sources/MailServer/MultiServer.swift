@@ -50,8 +50,15 @@ public enum MultiServer {
                 if s.bufferedInputCount == 0, (try? s.peekByte()) == nil {
                     drop(fd)
                 } else {
-                    let d = service(s, ctx)
+                    // Requests a client sent back to back are all answered, in order
+                    // (the later ones are already in our buffer, and the socket will
+                    // not wake us for them).
+                    var d = service(s, ctx)
                     try? s.flush()
+                    while d == .keep && s.bufferedInputCount > 0 {
+                        d = service(s, ctx)
+                        try? s.flush()
+                    }
                     if d == .close { drop(fd) }
                 }
                 if !MasterStatus.report(available: true) { masterGone = true }

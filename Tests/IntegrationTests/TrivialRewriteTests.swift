@@ -107,6 +107,24 @@ struct TrivialRewriteTests {
         try inst.waitFor("the warning") { inst.logContains("warning: unknown context: bogus") }
     }
 
+    @Test func pipelinedRequestsAreAnsweredInOrder() throws {
+        let (inst, tables) = try instance("")
+        defer { inst.stopMaster(); try? FileManager.default.removeItem(atPath: tables) }
+        let s = try Service(inst, "rewrite")
+        var both = AttrList()
+        both.append("request", "rewrite"); both.append("rule", "local"); both.append("address", "one")
+        var bytes = try AttrCodec.encode(both, .attr0)
+        var second = AttrList()
+        second.append("request", "rewrite"); second.append("rule", "local"); second.append("address", "two")
+        bytes += try AttrCodec.encode(second, .attr0)
+        try s.client.stream.write(bytes)
+        try s.client.stream.flush()
+        let first = try s.client.receive().items.last
+        let next = try s.client.receive().items.last
+        #expect(first == AttrItem.pair(name: "address", value: Array("one@mx.example.com".utf8)))
+        #expect(next == AttrItem.pair(name: "address", value: Array("two@mx.example.com".utf8)))
+    }
+
     @Test func malformedRequests() throws {
         let (inst, tables) = try instance("")
         defer { inst.stopMaster(); try? FileManager.default.removeItem(atPath: tables) }
@@ -219,7 +237,8 @@ struct TrivialRewriteTests {
         "a@sub.t.example", "a@x.sub.t.example", "a@err.example", "a@errnohop.example", "a@retry.example",
         "a@keep.example", "a@local.example", "re-abc@foreign.com", "moved@mx.example.com", "moved@foreign.com",
         "user@valias.example", "user@vmbox.example", "user@relay.example", "user@sub.relay.example", "USER@T.EXAMPLE",
-        "q.k.@t.example", "q.k.+x@t.example", "owner-list@t.example", "a\nb@c.test", "first last@t.example"]
+        "q.k.@t.example", "q.k.+x@t.example", "owner-list@t.example", "a\nb@c.test", "first last@t.example",
+        "user@bücher.example", "user@BÜCHER.example", "user@bücher..example", "user@123", "user@1.2.3.4.5", "foreign_com.test"]
     static let senders = ["", "alice@example.org", "bob@example.org", "x@example.net", "dunno@example.org"]
     static let classes = "virtual_alias_domains = valias.example\nvirtual_mailbox_domains = vmbox.example\nrelay_domains = relay.example\n"
     static let configurations: [String] = [
