@@ -133,12 +133,20 @@ public final class PostlogMsgOutput: MsgOutput {
             close(fd)
             fd = -1
         }
-        if let path = fallbackFile { Self.appendOrDie(path, record + [0x0A]) }
+        if let path = fallbackFile { Self.appendOrDie(path, record + [0x0A], tag: tag) }
     }
 
     /// Appends a record to the log file (created 0644 less the umask); failing is fatal
-    /// with Postfix's texts (written to standard error, as the log is what failed).
-    static func appendOrDie(_ path: String, _ line: [UInt8]) {
+    /// with Postfix's texts. Both the record and the failure go to standard error: the
+    /// log is what failed, and a daemon's last words (often a fatal error being logged
+    /// right now) must not vanish.
+    static func appendOrDie(_ path: String, _ line: [UInt8], tag: String) {
+        func fail(_ why: String) -> Never {
+            writeAll(2, line)
+            writeAll(2, Array("\(tag): fatal: \(why)\n".utf8))
+            Msg.outputs = []
+            Msg.fatal(why)
+        }
         if path == "/dev/stdout" {
             writeAll(1, line)
             return
@@ -146,13 +154,9 @@ public final class PostlogMsgOutput: MsgOutput {
         do {
             let fd = try SafeFile.openAppend(path, mode: 0o644)
             defer { close(fd) }
-            if !writeFully(fd, line) {
-                Msg.outputs = Msg.outputs.filter { $0 is StderrMsgOutput }
-                Msg.fatal("logfile '\(path)' write error: \(errnoText(errno))")
-            }
+            if !writeFully(fd, line) { fail("logfile '\(path)' write error: \(errnoText(errno))") }
         } catch {
-            Msg.outputs = Msg.outputs.filter { $0 is StderrMsgOutput }
-            Msg.fatal("open logfile '\(path)': \(error)")
+            fail("open logfile '\(path)': \(error)")
         }
     }
 

@@ -264,7 +264,8 @@ struct MasterTests {
     func masterCFErrorsAreFatal(line: String, message: String) throws {
         let inst = try Instance(master: "postlog unix-dgram n - n - 1 postlogd\n")
         try inst.writeMaster("postlog unix-dgram n - n - 1 postlogd\n\(line)\n")
-        let r = inst.run(inst.programDirectory + "/master", ["-c", inst.configDirectory, "-d"])
+        let r = inst.run(inst.programDirectory + "/master", ["-c", inst.configDirectory, "-d"],
+                         prefix: ["/usr/bin/timeout", "20"])
         #expect(r.status == 1)
         #expect(inst.logContains("fatal: \(inst.configDirectory)/master.cf: line 2: \(message)"), "\(inst.log)")
     }
@@ -449,6 +450,23 @@ struct MasterTests {
         if let p = pids.first {
             #expect(inst.commandLine(p) == ["ref-anvil", "-l", "-n", "anvil", "-t", "unix", "-d", "-u"])
         }
+    }
+
+    /// When the log file cannot be written, the records and the reason go to standard
+    /// error instead of vanishing.
+    @Test func unwritableLogFileIsReportedOnStderr() throws {
+        let inst = try Instance(master: "postlog unix-dgram n - n - 1 postlogd\n")
+        // Without the postlog service master writes the file itself.
+        try inst.writeMaster("echo unix - n n - - swallow-testd single\n")
+        let main = inst.configDirectory + "/main.cf"
+        let text = try String(contentsOfFile: main, encoding: .utf8)
+        try text.replacingOccurrences(of: "maillog_file = \(inst.logFile)", with: "maillog_file = \(inst.root)/no/such/dir/maillog")
+            .write(toFile: main, atomically: true, encoding: .utf8)
+        let r = inst.run(inst.programDirectory + "/master", ["-c", inst.configDirectory, "-d"],
+                         prefix: ["/usr/bin/timeout", "20"])
+        #expect(r.status == 1)
+        #expect(r.stderr.contains("postfix/master: fatal: open logfile '\(inst.root)/no/such/dir/maillog'"), "\(r.stderr)")
+        #expect(r.stderr.contains("postfix/master[") , "the record that could not be logged: \(r.stderr)")
     }
 
     @Test func singleUserModeNeedsNoRoot() throws {
