@@ -85,7 +85,11 @@ public enum MailLog {
 public final class PostlogMsgOutput: MsgOutput {
     /// Records longer than this are cut (text part), as Postfix's msg_logger cuts them.
     public static let maxText = 2000
+    /// How long a record waits for room in postlogd's socket before the fallback.
+    public static let congestionWaitMillis: Int32 = 200
     private var fd: Int32 = -1
+    /// After a record found postlogd's socket full: until when not to wait for room.
+    private var congestedUntil: time_t = 0
     private var addr: sockaddr_un
     private let addrLen: socklen_t
     private let tag: String
@@ -127,7 +131,22 @@ public final class PostlogMsgOutput: MsgOutput {
             }
         }
         if fd >= 0 {
-            let sent = record.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+            // Never block on logging: when postlogd is not draining its socket (stopped,
+            // or not started yet), wait a moment, then fall back as if it were absent.
+            // (Postfix blocks here, so a master whose postlogd cannot run hangs for ever.)
+            var sent = record.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            if sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
+                // Wait once; while the socket stays full, later records do not wait.
+                var pfd = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+                if time(nil) >= congestedUntil, poll(&pfd, 1, Self.congestionWaitMillis) > 0 {
+                    sent = record.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+                }
+                if sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
+                    congestedUntil = time(nil) + 2
+                    if let path = fallbackFile { Self.appendOrDie(path, record + [0x0A], tag: tag) }
+                    return
+                }
+            }
             if sent >= 0 { return }
             if errno != ECONNREFUSED && errno != ENOENT { return }
             close(fd)
