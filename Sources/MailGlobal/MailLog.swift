@@ -131,11 +131,13 @@ public final class PostlogMsgOutput: MsgOutput {
             }
         }
         if fd >= 0 {
-            // Never block on logging: when postlogd is not draining its socket (stopped,
-            // or not started yet), wait a moment, then fall back as if it were absent.
-            // (Postfix blocks here, so a master whose postlogd cannot run hangs for ever.)
-            var sent = record.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
-            if sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
+            // A program that can write the file itself (master, the commands) never
+            // blocks on a postlogd that does not drain its socket (stopped, or not
+            // started yet): after a short wait the record goes to the file. (Postfix
+            // blocks here, so a master whose postlogd cannot run hangs for ever.)
+            // Daemons wait, as in Postfix, so that no record is lost in a burst.
+            var sent = record.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, fallbackFile == nil ? 0 : Int32(MSG_DONTWAIT)) }
+            if sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK), let path = fallbackFile {
                 // Wait once; while the socket stays full, later records do not wait.
                 var pfd = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
                 if time(nil) >= congestedUntil, poll(&pfd, 1, Self.congestionWaitMillis) > 0 {
@@ -143,7 +145,7 @@ public final class PostlogMsgOutput: MsgOutput {
                 }
                 if sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
                     congestedUntil = time(nil) + 2
-                    if let path = fallbackFile { Self.appendOrDie(path, record + [0x0A], tag: tag) }
+                    Self.appendOrDie(path, record + [0x0A], tag: tag)
                     return
                 }
             }

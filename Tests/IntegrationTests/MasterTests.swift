@@ -239,7 +239,10 @@ struct MasterTests {
         // A second master gives up with Postfix's message.
         let second = inst.run(master, ["-c", inst.configDirectory, "-d"])
         #expect(second.status == 1)
-        #expect(inst.logContains("fatal: open lock file pid/master.pid: unable to set exclusive lock: Resource temporarily unavailable"))
+        // (postlogd writes the record a moment later.)
+        try inst.waitFor("the second master's message") {
+            inst.logContains("fatal: open lock file pid/master.pid: unable to set exclusive lock: Resource temporarily unavailable")
+        }
         let bad = inst.run(master, ["-x"])
         #expect(bad.status == 1)
         #expect(bad.stderr.contains("invalid option -- 'x'"))
