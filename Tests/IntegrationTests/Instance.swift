@@ -115,6 +115,17 @@ final class Instance {
 
     func logCount(_ s: String) -> Int { log.components(separatedBy: s).count - 1 }
 
+    /// Expects `s` in the log within a few seconds (postlogd writes records a moment
+    /// after the program that sent them went on).
+    func expectLog(_ s: String, seconds: Double = 10, sourceLocation: SourceLocation = #_sourceLocation) {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if logContains(s) { return }
+            usleep(25_000)
+        }
+        Issue.record("not in the log: \(s)\n\(log)", sourceLocation: sourceLocation)
+    }
+
     /// Polls `cond` every 25 ms for up to `seconds`.
     func waitFor(_ what: String, seconds: Double = 10, _ cond: () -> Bool) throws {
         let deadline = Date().addingTimeInterval(seconds)
