@@ -86,4 +86,28 @@ public enum MultiServer {
         ctx.loop.run()
         ctx.exit()
     }
+
+    /// Runs a service of the attribute protocol (attr0): each new client gets the
+    /// `protocol=NAME` announcement, then every request list gets the list `serve`
+    /// returns; nil, or input that is not an attribute list, closes the connection.
+    public static func runAttr(_ arguments: [String], _ desc: ServerDescription, protocolName: String,
+                               serve: @escaping (AttrList) -> AttrList?) -> Never {
+        run(arguments, desc,
+            onConnect: { stream, _ in
+                var hello = AttrList()
+                hello.append(MailAttr.proto, protocolName)
+                try? stream.write(AttrCodec.encode(hello, .attr0))
+            },
+            service: { stream, _ in
+                let reader = AttrReader(stream, encoding: .attr0)
+                do {
+                    guard let request = try reader.readList(), let reply = serve(request) else { return .close }
+                    try stream.write(AttrCodec.encode(reply, .attr0))
+                    return .keep
+                } catch {
+                    Msg.warn("\(error)")
+                    return .close
+                }
+            })
+    }
 }

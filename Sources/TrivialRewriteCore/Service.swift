@@ -104,22 +104,6 @@ public enum TrivialRewrite {
             streamName = "\(ctx.serviceName) socket"
             checkTables(ctx)
         }
-        MultiServer.run(arguments, desc,
-                        onConnect: { stream, _ in
-                            var hello = AttrList()
-                            hello.append(MailAttr.proto, MailProtocol.trivialRewrite)
-                            try? stream.write(AttrCodec.encode(hello, .attr0))
-                        },
-                        service: { stream, _ in
-                            let reader = AttrReader(stream, encoding: .attr0)
-                            do {
-                                guard let request = try reader.readList(), let r = serve(request) else { return .close }
-                                try stream.write(AttrCodec.encode(r, .attr0))
-                                return .keep
-                            } catch {
-                                Msg.warn("\(error)")
-                                return .close
-                            }
-                        })
+        MultiServer.runAttr(arguments, desc, protocolName: MailProtocol.trivialRewrite, serve: serve)
     }
 }

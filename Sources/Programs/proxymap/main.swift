@@ -205,21 +205,4 @@ desc.preAccept = { _ in
     if !writer { DictCache.exitIfChanged() }
 }
 
-MultiServer.run(CommandLine.arguments, desc,
-                onConnect: { stream, _ in
-                    var hello = AttrList()
-                    hello.append(MailAttr.proto, MailProtocol.proxymap)
-                    try? stream.write(AttrCodec.encode(hello, .attr0))
-                },
-                service: { stream, _ in
-                    let reader = AttrReader(stream, encoding: .attr0)
-                    do {
-                        guard let request = try reader.readList() else { return .close }
-                        let reply = serve(request)
-                        try stream.write(AttrCodec.encode(reply, .attr0))
-                        return .keep
-                    } catch {
-                        Msg.warn("\(error)")
-                        return .close
-                    }
-                })
+MultiServer.runAttr(CommandLine.arguments, desc, protocolName: MailProtocol.proxymap, serve: serve)
