@@ -152,34 +152,28 @@ final class DictProxy: Dict {
     }
 
     override func update(_ key: String, _ value: String) throws(DictError) -> Bool {
-        var request = base(ProxyProtocol.update)
-        request.append("key", key)
-        request.append("value", value)
-        let reply = converse(request, want: []) { code in
-            "\(self.service) update failed for table \"\(self.name)\" key \"\(key)\": unexpected reply status \(code)"
-        }
-        switch reply.status {
-        case .ok: return true
-        case .noKey: return false
-        case .retry: throw .retry
-        case .config: throw .config
-        case .bad: Msg.fatal("\(service) update failed for table \"\(name)\" key \"\(key)\": invalid request")
-        case .deny: Msg.fatal("\(service) update access is not configured for table \"\(name)\"")
-        }
+        try modify(ProxyProtocol.update, key, value)
     }
 
     override func delete(_ key: String) throws(DictError) -> Bool {
-        var request = base(ProxyProtocol.delete)
+        try modify(ProxyProtocol.delete, key, nil)
+    }
+
+    /// An update (with a value) or delete request; false when the key was refused as a
+    /// duplicate or was not there.
+    func modify(_ verb: String, _ key: String, _ value: String?) throws(DictError) -> Bool {
+        var request = base(verb)
         request.append("key", key)
+        if let value { request.append("value", value) }
         let reply = converse(request, want: []) { code in
-            "\(self.service) delete failed for table \"\(self.name)\" key \"\(key)\": unexpected reply status \(code)"
+            "\(self.service) \(verb) failed for table \"\(self.name)\" key \"\(key)\": unexpected reply status \(code)"
         }
         switch reply.status {
         case .ok: return true
         case .noKey: return false
         case .retry: throw .retry
         case .config: throw .config
-        case .bad: Msg.fatal("\(service) delete failed for table \"\(name)\" key \"\(key)\": invalid request")
+        case .bad: Msg.fatal("\(service) \(verb) failed for table \"\(name)\" key \"\(key)\": invalid request")
         case .deny: Msg.fatal("\(service) update access is not configured for table \"\(name)\"")
         }
     }

@@ -37,36 +37,18 @@ struct AddressTokens {
         return toks
     }
 
-    static func isOperand(_ t: Tok822) -> Bool {
-        t.type == Tok822.Kind.atom || t.type == Tok822.Kind.quotedString || t.type == Tok822.Kind.comment
-            || t.type == Tok822.Kind.domainLiteral || t.type == Tok822.Kind.address
-    }
-
-    /// The text without quoting (tok822_internalize of an address's tokens).
+    /// The text without quoting: Postfix's tok822_internalize, run over the tokens
+    /// linked in this order (the links are undone afterwards, so no token keeps another
+    /// alive).
     static func text(_ toks: ArraySlice<Tok822>) -> String {
-        var out: [UInt8] = []
-        for (i, t) in zip(toks.indices, toks) {
-            defer {
-                if t.owner == nil, i + 1 < toks.endIndex {
-                    let next = toks[i + 1]
-                    if t.type == Int(UInt8(ascii: ",")) || t.type == Tok822.Kind.startGroup
-                        || next.type == Int(UInt8(ascii: "<")) || (isOperand(t) && isOperand(next)) {
-                        out.append(0x20)
-                    }
-                }
-            }
-            switch t.type {
-            case Tok822.Kind.atom, Tok822.Kind.quotedString, Tok822.Kind.comment:
-                out += t.text
-            case Tok822.Kind.domainLiteral:
-                out.append(UInt8(ascii: "["))
-                out += t.text
-                out.append(UInt8(ascii: "]"))
-            default:
-                out.append(UInt8(truncatingIfNeeded: t.type))
-            }
+        var prev: Tok822?
+        for t in toks {
+            prev?.next = t
+            prev = t
         }
-        return String(decoding: out, as: UTF8.self)
+        prev?.next = nil
+        defer { for t in toks { t.next = nil } }
+        return Address822.internalize(toks.first)
     }
 
     var internalForm: String { AddressTokens.text(tokens[...]) }

@@ -109,6 +109,27 @@ final class Resolver {
 
     static let at = AddressTokens.at
 
+    /// What a sender-dependent table says about a sender.
+    enum SenderAnswer {
+        case value(String)
+        /// DUNNO, or an empty result (reported): use the default.
+        case dunno
+        case none
+        case failed
+    }
+
+    /// Looks up the sender (the null sender as `nullKey`) in a sender-dependent table.
+    func senderAnswer(_ t: (maps: Maps, finder: MailAddrFinder, name: String), _ sender: String,
+                      nullKey: String) -> SenderAnswer {
+        let key = sender.isEmpty ? nullKey : sender
+        guard let v = t.finder.find(key) else { return t.maps.error != nil ? .failed : .none }
+        if v.isEmpty {
+            Msg.warn("\(t.name): ignoring null lookup result for \(key)")
+            return .dunno
+        }
+        return CaseFold.lowercaseASCII(v) == "dunno" ? .dunno : .value(v)
+    }
+
     /// Resolves an address in internal (unquoted) form.
     func resolve(_ address: String, sender: String, _ rp: ResolveContext) -> Resolution {
         var res = Resolution(transport: "CHANNEL NOT UPDATED", nexthop: "NEXTHOP NOT UPDATED",
@@ -230,6 +251,13 @@ final class Resolver {
             res.flags.insert(.routed)
         }
 
+        /// A table failed: a temporary failure for the whole request.
+        func lookupFailure(_ table: String) -> Resolution {
+            Msg.warn("\(table) lookup failure")
+            res.flags.insert(.fail)
+            return res
+        }
+
         var blame = ""
         if remote {
             if let l = virtualAliasDomains, l.matches(domain) {
@@ -243,9 +271,7 @@ final class Resolver {
                 res.nexthop = "5.1.1 User unknown" + (showTableName ? " in virtual alias table" : "")
                 res.flags.insert(.alias)
             } else if let l = virtualAliasDomains, l.error != nil {
-                Msg.warn("virtual_alias_domains lookup failure")
-                res.flags.insert(.fail)
-                return res
+                return lookupFailure("virtual_alias_domains")
             } else if let l = virtualMailboxDomains, l.matches(domain) {
                 if let r = relayDomains, r.matches(domain) {
                     Msg.warn("do not list domain \(domain) in BOTH virtual_mailbox_domains and relay_domains")
@@ -255,34 +281,25 @@ final class Resolver {
                 blame = rp.virtualTransport.name
                 res.flags.insert(.virtual)
             } else if let l = virtualMailboxDomains, l.error != nil {
-                Msg.warn("virtual_mailbox_domains lookup failure")
-                res.flags.insert(.fail)
-                return res
+                return lookupFailure("virtual_mailbox_domains")
             } else {
                 if let l = relayDomains, l.matches(domain) {
                     res.transport = rp.relayTransport.value
                     blame = rp.relayTransport.name
                     res.flags.insert(.relay)
                 } else if let l = relayDomains, l.error != nil {
-                    Msg.warn("relay_domains lookup failure")
-                    res.flags.insert(.fail)
-                    return res
+                    return lookupFailure("relay_domains")
                 } else {
                     res.transport = rp.defaultTransport.value
                     blame = rp.defaultTransport.name
                     if let st = rp.senderTransport {
-                        let key = sender.isEmpty ? nullTransportKey : sender
-                        if var t = st.finder.find(key) {
-                            if t.isEmpty {
-                                Msg.warn("\(st.name): ignoring null lookup result for \(key)")
-                                t = "DUNNO"
-                            }
-                            if CaseFold.lowercaseASCII(t) != "dunno" { res.transport = t }
+                        switch senderAnswer(st, sender, nullKey: nullTransportKey) {
+                        case .value(let t):
+                            res.transport = t
                             blame = st.name
-                        } else if st.maps.error != nil {
-                            Msg.warn("\(st.name) lookup failure")
-                            res.flags.insert(.fail)
-                            return res
+                        case .dunno: blame = st.name
+                        case .none: break
+                        case .failed: return lookupFailure(st.name)
                         }
                     }
                     res.flags.insert(.default)
@@ -290,17 +307,10 @@ final class Resolver {
                 // The next hop: the sender's relay host, relayhost, or the domain.
                 var relay: String?
                 if let sr = rp.senderRelay {
-                    let key = sender.isEmpty ? nullSenderKey : sender
-                    if let r = sr.finder.find(key) {
-                        if r.isEmpty {
-                            Msg.warn("\(sr.name): ignoring null lookup result for \(key)")
-                        } else if CaseFold.lowercaseASCII(r) != "dunno" {
-                            relay = r
-                        }
-                    } else if sr.maps.error != nil {
-                        Msg.warn("\(sr.name) lookup failure")
-                        res.flags.insert(.fail)
-                        return res
+                    switch senderAnswer(sr, sender, nullKey: nullSenderKey) {
+                    case .value(let r): relay = r
+                    case .dunno, .none: break
+                    case .failed: return lookupFailure(sr.name)
                     }
                 }
                 res.nexthop = relay ?? (rp.relayhost.isEmpty ? domain : rp.relayhost)
@@ -334,9 +344,7 @@ final class Resolver {
         if let tm = rp.transport, !res.flags.contains(.alias) {
             if !tm.lookup(recipient: res.recipient, domain: domain, transport: &res.transport, nexthop: &res.nexthop),
                tm.maps.error != nil {
-                Msg.warn("\(rp.transportName) lookup failure")
-                res.flags.insert(.fail)
-                return res
+                return lookupFailure(rp.transportName)
             }
         }
 
@@ -346,9 +354,7 @@ final class Resolver {
                 res.transport = "error"
                 res.nexthop = "5.1.6 User has moved to \(newLocation)"
             } else if rel.maps.error != nil {
-                Msg.warn("relocated_maps lookup failure")
-                res.flags.insert(.fail)
-                return res
+                return lookupFailure("relocated_maps")
             }
         }
 
