@@ -175,24 +175,9 @@ public final class PostlogMsgOutput: MsgOutput {
         do {
             let fd = try SafeFile.openAppend(path, mode: 0o644)
             defer { close(fd) }
-            if !writeFully(fd, line) { fail("logfile '\(path)' write error: \(errnoText(errno))") }
+            if !writeAll(fd, line) { fail("logfile '\(path)' write error: \(errnoText(errno))") }
         } catch {
             fail("open logfile '\(path)': \(error)")
-        }
-    }
-
-    static func writeFully(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
-        bytes.withUnsafeBytes { raw in
-            var off = 0
-            while off < raw.count {
-                let n = write(fd, raw.baseAddress! + off, raw.count - off)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    return false
-                }
-                off += n
-            }
-            return true
         }
     }
 }

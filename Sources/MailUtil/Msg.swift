@@ -129,19 +129,22 @@ public final class FileMsgOutput: MsgOutput {
     }
 }
 
-/// Writes all bytes, retrying short writes and EINTR; gives up silently on error
-/// (a diagnostic about a failing diagnostic channel would have nowhere to go).
-public func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
+/// Writes all bytes, retrying short writes and EINTR; false (errno set) on error,
+/// which diagnostics ignore (a message about a failing diagnostic channel would have
+/// nowhere to go).
+@discardableResult
+public func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
     bytes.withUnsafeBytes { raw in
         var off = 0
         while off < raw.count {
             let n = write(fd, raw.baseAddress! + off, raw.count - off)
             if n < 0 {
                 if errno == EINTR { continue }
-                return
+                return false
             }
             off += n
         }
+        return true
     }
 }
 
