@@ -387,3 +387,19 @@ public enum Address822 {
         Tok822.addresses(parse(text, limit: limit)).map { internalize($0.head) }
     }
 }
+
+extension Tok822 {
+    /// Replaces the children of an address node with the tokens of `text` (an external
+    /// address), as cleanup does after rewriting an address in a header.
+    public func replaceChildren(with text: String) {
+        head = nil
+        tail = nil
+        let toks = Address822.scan(text)
+        guard let first = toks.first else { return }
+        for k in 1..<toks.count {
+            toks[k - 1].next = toks[k]
+            toks[k].prev = toks[k - 1]
+        }
+        subAppend(first)
+    }
+}

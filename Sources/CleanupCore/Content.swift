@@ -1,0 +1,378 @@
+// Content: the message content segment: primary headers assembled into logical
+// headers, checked (header_checks), rewritten (address headers), the missing ones added,
+// and the body copied (body_checks when configured).
+// Mirrors Postfix cleanup/cleanup_message.c with the header parts of global/mime_state.c,
+// header_opts.c and is_header.c, and the actions of cleanup_act().
+import Glibc
+import MailUtil
+import MailGlobal
+
+final class ContentProcessor {
+    unowned let state: CleanupState
+    var settings: Settings { state.settings }
+    var inHeaders = true
+    /// The logical header being assembled: its physical lines.
+    var pending: [[UInt8]] = []
+    var pendingSize = 0
+    /// A line split over 'L' records.
+    var partial: [UInt8] = []
+    var hops = 0
+    var utf8Seen = 0
+    var seen = Set<String>()
+    var resent = false
+    var messageIDLogged = false
+
+    init(_ state: CleanupState) { self.state = state }
+
+    // MARK: Records
+
+    func record(_ r: Record) {
+        switch r.type {
+        case .continuedText, .normalText:
+            var data = r.data
+            if settings.replaceStrayCRLF {
+                for i in data.indices where data[i] == 0x0D || data[i] == 0x0A { data[i] = 0x20 }
+            }
+            if !inHeaders && settings.bodyChecks == nil {
+                // The body is copied record by record.
+                state.out.put(r.type, data)
+                return
+            }
+            partial += data
+            if r.type == .normalText {
+                let line = partial
+                partial.removeAll(keepingCapacity: true)
+                self.line(line)
+            }
+        case .padding:
+            break
+        case .extractedStart:
+            if !partial.isEmpty {
+                let line = partial
+                partial.removeAll()
+                self.line(line)
+            }
+            if inHeaders { endOfHeaders() }
+            state.startExtracted()
+        default:
+            state.protocolError("message rejected: unexpected record type \(r.type.rawValue) in message content")
+        }
+    }
+
+    func line(_ line: [UInt8]) {
+        guard inHeaders else {
+            body(line)
+            return
+        }
+        if let first = line.first, (first == 0x20 || first == 0x09), !pending.isEmpty {
+            if settings.headerSizeLimit <= 0 || pendingSize + line.count <= settings.headerSizeLimit {
+                pending.append(line)
+                pendingSize += line.count + 1
+            }
+            return
+        }
+        flushHeader()
+        if Self.headerName(line) != nil {
+            pending = [line]
+            pendingSize = line.count
+            return
+        }
+        endOfHeaders()
+        body(line)
+    }
+
+    func body(_ line: [UInt8]) {
+        if let checks = settings.bodyChecks, !line.isEmpty {
+            let text = String(decoding: line, as: UTF8.self)
+            if let action = checks.find(text) {
+                switch apply(action, what: "body", text: text) {
+                case .keep: break
+                case .drop: return
+                case .replace(let new):
+                    state.out.put(.normalText, Array(new.utf8))
+                    return
+                }
+            } else if checks.error != nil {
+                state.lookupFailed("body_checks", "body line")
+            }
+        }
+        state.out.put(.normalText, line)
+    }
+
+    // MARK: Headers
+
+    /// The header name when `line` starts a header ("Name:"), as is_header() decides.
+    static func headerName(_ line: [UInt8]) -> String? {
+        var i = 0
+        while i < line.count, line[i] > 32, line[i] < 127, line[i] != UInt8(ascii: ":") { i += 1 }
+        if i == 0 { return nil }
+        let end = i
+        while i < line.count, line[i] == 0x20 || line[i] == 0x09 { i += 1 }
+        guard i < line.count, line[i] == UInt8(ascii: ":") else { return nil }
+        return String(decoding: line[0..<end], as: UTF8.self)
+    }
+
+    static let senderHeaders: Set<String> = ["from", "sender", "reply-to", "errors-to", "return-receipt-to",
+                                             "resent-from", "resent-sender", "resent-reply-to"]
+    static let recipientHeaders: Set<String> = ["to", "cc", "bcc", "apparently-to", "resent-to", "resent-cc",
+                                                "resent-bcc"]
+
+    func flushHeader() {
+        guard !pending.isEmpty else { return }
+        var lines = pending
+        pending = []
+        pendingSize = 0
+        guard let name = Self.headerName(lines[0]) else { return }
+        let lower = name.lowercased()
+        let joined = lines.joined(separator: [0x0A]).map { $0 }
+        if state.flags.contains(.autoUTF8) && joined.contains(where: { $0 >= 0x80 }) { utf8Seen |= 2 }
+
+        if state.flags.contains(.filter), let checks = settings.headerChecks {
+            let text = String(decoding: joined, as: UTF8.self)
+            if let action = checks.find(text) {
+                switch apply(action, what: "header", text: text) {
+                case .keep: break
+                case .drop: return
+                case .replace(let new):
+                    lines = [Array(new.utf8)]
+                }
+            } else if checks.error != nil {
+                state.lookupFailed("header_checks", name)
+            }
+        }
+        guard let cname = Self.headerName(lines[0]) else {
+            for l in lines { state.out.put(.normalText, l) }
+            return
+        }
+        let cl = cname.lowercased()
+        if cl.hasPrefix("resent-") { resent = true }
+        seen.insert(cl)
+        if cl == "received" {
+            hops += 1
+            if settings.hopLimit > 0 && hops >= settings.hopLimit && !state.errors.contains(.hops) {
+                Msg.warn("\(state.queueID): message rejected: hopcount exceeded")
+                state.errors.insert(.hops)
+            }
+        }
+        if cl == "message-id" || cl == "resent-message-id" {
+            let value = headerValue(lines)
+            Msg.info("\(state.queueID): \(cl == "message-id" ? "" : "resent-")message-id=\(value)")
+            if cl == "message-id" { messageIDLogged = true }
+        }
+        if settings.dropHeaders.contains(cl) { return }
+        let isSender = Self.senderHeaders.contains(cl), isRecipient = Self.recipientHeaders.contains(cl)
+        if (isSender || isRecipient), let rewritten = rewriteAddresses(lines, name: cname, sender: isSender) {
+            lines = rewritten
+        }
+        _ = lower
+        for l in lines { state.out.put(.normalText, l) }
+    }
+
+    /// The value of a logical header, unfolded, leading white space removed.
+    func headerValue(_ lines: [[UInt8]]) -> String {
+        var v = lines.joined(separator: [0x0A]).map { $0 }
+        if let colon = v.firstIndex(of: UInt8(ascii: ":")) { v.removeSubrange(0...colon) }
+        let s = String(decoding: v, as: UTF8.self)
+        return String(s.drop(while: { $0 == " " || $0 == "\t" || $0 == "\n" }))
+    }
+
+    /// Address headers in the local (or remote with remote_header_rewrite_domain) context
+    /// are canonicalized; canonical tables apply for the header classes.
+    func rewriteAddresses(_ lines: [[UInt8]], name: String, sender: Bool) -> [[UInt8]]? {
+        let value = headerValue(lines)
+        guard let tree = Address822.parse(value, limit: settings.headerTokenLimit) else { return nil }
+        var changed = false
+        for addr in Tok822.addresses(tree) {
+            let old = Address822.internalize(addr.head)
+            var new = old
+            if let ctx = state.headerRewriteContext, !old.isEmpty {
+                new = state.rewrite(old, rule: ctx)
+            }
+            if !new.isEmpty {
+                new = state.canonicalize(new, sender: sender, sender ? .headerSender : .headerRecipient)
+            }
+            if new != old {
+                addr.replaceChildren(with: Quote822.quote822(new))
+                changed = true
+            }
+        }
+        guard changed else { return nil }
+        let text = Address822.externalize(tree, lineBreaks: true)
+        return fold(name, text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init))
+    }
+
+    /// Joins address list pieces into header lines of at most 78 characters where possible.
+    func fold(_ name: String, _ pieces: [String]) -> [[UInt8]] {
+        var lines: [String] = []
+        var cur = name + ":"
+        for p in pieces {
+            let piece = p.trimmingSpaces()
+            if piece.isEmpty { continue }
+            if cur.utf8.count + 1 + piece.utf8.count > 78 && cur != name + ":" {
+                lines.append(cur)
+                cur = "\t" + piece
+            } else {
+                cur += " " + piece
+            }
+        }
+        lines.append(cur)
+        return lines.map { Array($0.utf8) }
+    }
+
+    func endOfHeaders() {
+        flushHeader()
+        inHeaders = false
+        // Every legitimate client (smtpd, pickup, qmqpd, local, post_mail) adds one; a
+        // stream without one is not from such a client (as the reference 3.7.11 does).
+        if !seen.contains("received") {
+            state.protocolError("message rejected: no Received: header")
+            return
+        }
+        let prefix = resent ? "Resent-" : ""
+        let add = state.headerRewriteContext != nil || settings.alwaysAddHeaders
+        let midName = resent ? "resent-message-id" : "message-id"
+        if !seen.contains(midName) && add {
+            let id: String
+            if settings.longQueueIDs {
+                id = "\(state.queueID)@\(settings.myhostname)"
+            } else {
+                var t = time(nil)
+                var lt = tm()
+                localtime_r(&t, &lt)
+                var buf = [CChar](repeating: 0, count: 32)
+                let n = strftime(&buf, buf.count, "%Y%m%d%H%M%S", &lt)
+                id = String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                    + ".\(state.queueID)@\(settings.myhostname)"
+            }
+            state.out.put(.normalText, "\(prefix)Message-Id: <\(id)>")
+            Msg.info("\(state.queueID): \(resent ? "resent-" : "")message-id=<\(id)>")
+            seen.insert(midName)
+            if !resent { messageIDLogged = true }
+        }
+        if !messageIDLogged && !seen.contains("message-id") {
+            Msg.info("\(state.queueID): message-id=<>")
+        }
+        if !seen.contains(resent ? "resent-date" : "date") && add {
+            state.out.put(.normalText, "\(prefix)Date: \(MailDate.format(time_t(state.arrivalSeconds)))")
+        }
+        if !seen.contains(resent ? "resent-from" : "from") && add {
+            let addr = Quote822.quote822(state.sender.isEmpty ? "MAILER-DAEMON" : state.sender)
+            var line = "\(prefix)From: \(addr)"
+            if !state.sender.isEmpty, let full = state.fullName, !full.isEmpty {
+                if settings.headerFromObsolete {
+                    line = "\(prefix)From: \(addr) (\(full))"
+                } else {
+                    line = "\(prefix)From: \(Self.quotePhrase(full)) <\(addr)>"
+                }
+            }
+            state.out.put(.normalText, line)
+        }
+        let visible: Set<String> = ["to", "resent-to", "cc", "resent-cc"]
+        if seen.isDisjoint(with: visible) && !settings.undisclosedHeader.isEmpty {
+            if Self.headerName(Array(settings.undisclosedHeader.utf8)) == nil {
+                Msg.warn("bad undisclosed_recipients_header value: \(settings.undisclosedHeader)")
+            } else {
+                state.out.put(.normalText, settings.undisclosedHeader)
+            }
+        }
+    }
+
+    /// A display name, quoted when it has characters an atom cannot hold.
+    static func quotePhrase(_ s: String) -> String {
+        let specials = Set("()<>@,;:\\\".[]".utf8)
+        if !s.utf8.contains(where: { specials.contains($0) || $0 < 0x20 }) { return s }
+        var out = "\""
+        for c in s {
+            if c == "\"" || c == "\\" { out.append("\\") }
+            out.append(c)
+        }
+        return out + "\""
+    }
+
+    // MARK: Actions (cleanup_act)
+
+    enum Outcome { case keep, drop, replace(String) }
+
+    func apply(_ value: String, what: String, text: String) -> Outcome {
+        let trimmed = value.trimmingSpaces()
+        let cmdEnd = trimmed.firstIndex(where: { $0 == " " || $0 == "\t" }) ?? trimmed.endIndex
+        let command = trimmed[..<cmdEnd].uppercased()
+        let optional = String(trimmed[cmdEnd...]).trimmingSpaces()
+        func log(_ action: String, _ extra: String) {
+            let attrs = state.attributes
+            var s = "\(state.queueID): \(action): \(what) \(String(text.prefix(200))) from \(attrs[MailAttr.logMessageOrigin] ?? "local");"
+            s += " from=<\(state.sender)>"
+            if let r = state.firstRecipient { s += " to=<\(r)>" }
+            if let p = attrs[MailAttr.logProtocolName] { s += " proto=\(p)" }
+            if let h = attrs[MailAttr.logHeloName] { s += " helo=<\(h)>" }
+            if !extra.isEmpty { s += ": \(extra)" }
+            Msg.info(s)
+        }
+        switch command {
+        case "REJECT":
+            let why = optional.isEmpty ? "5.7.1 message content rejected" : Self.withDSN(optional, "5.7.1")
+            log("reject", why)
+            if state.reason.isEmpty { state.reason = why }
+            state.errors.insert(.content)
+            return .keep
+        case "WARN":
+            log("warning", optional)
+        case "INFO":
+            log("info", optional)
+        case "IGNORE":
+            return .drop
+        case "DISCARD":
+            log("discard", optional)
+            state.flags.insert(.discard)
+        case "HOLD":
+            log("hold", optional)
+            state.flags.insert(.hold)
+        case "REDIRECT":
+            guard !optional.isEmpty else { return warnBad(value) }
+            log("redirect", optional)
+            state.redirect = optional
+        case "FILTER":
+            guard optional.contains(":") else { return warnBad(value) }
+            log("filter", optional)
+            state.filter = optional
+        case "BCC":
+            guard !optional.isEmpty else { return warnBad(value) }
+            log("bcc", optional)
+            if !state.hiddenRecipients.contains(optional) { state.hiddenRecipients.append(optional) }
+        case "PREPEND":
+            guard Self.headerName(Array(optional.utf8)) != nil || what == "body" else { return warnBad(value) }
+            log("prepend", optional)
+            state.out.put(.normalText, optional)
+        case "REPLACE":
+            guard Self.headerName(Array(optional.utf8)) != nil || what == "body" else { return warnBad(value) }
+            log("replace", optional)
+            return .replace(optional)
+        case "DUNNO", "OK":
+            break
+        default:
+            return warnBad(value)
+        }
+        return .keep
+    }
+
+    func warnBad(_ value: String) -> Outcome {
+        Msg.warn("\(state.queueID): unknown command in header/body_checks: \(value)")
+        return .keep
+    }
+
+    /// Puts a default enhanced status code in front of text that has none.
+    static func withDSN(_ text: String, _ dsn: String) -> String {
+        let parts = text.split(separator: " ", maxSplits: 1)
+        if let f = parts.first, f.split(separator: ".").count == 3, f.first == "4" || f.first == "5" { return text }
+        return dsn + " " + text
+    }
+}
+
+extension String {
+    func trimmingSpaces() -> String {
+        var s = Substring(self)
+        while let f = s.first, f == " " || f == "\t" { s = s.dropFirst() }
+        while let l = s.last, l == " " || l == "\t" { s = s.dropLast() }
+        return String(s)
+    }
+}
