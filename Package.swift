@@ -15,6 +15,8 @@ let programs: [(name: String, deps: [Target.Dependency])] = [
     ("postlogd", ["MailServer", "MailGlobal", "MailUtil"]),
     ("proxymap", ["MailServer", "MailGlobal", "MailDict", "MailUtil"]),
     ("trivial-rewrite", ["TrivialRewriteCore"]),
+    ("cleanup", ["CleanupCore"]),
+    ("smtpd", ["SmtpdCore"]),
     // Only for the integration tests; never installed.
     ("swallow-testd", ["MailServer", "MailUtil"]),
 ]
@@ -40,6 +42,8 @@ let package = Package(
         .target(name: "PostlogCore", dependencies: ["MailGlobal", "MailUtil"]),
         .target(name: "PostmapCore", dependencies: ["MailGlobal", "MailDict", "MailUtil", "CShim"]),
         .target(name: "TrivialRewriteCore", dependencies: ["MailServer", "MailGlobal", "MailDict", "MailUtil"]),
+        .target(name: "CleanupCore", dependencies: ["MailServer", "MailGlobal", "MailDict", "MailUtil"]),
+        .target(name: "SmtpdCore", dependencies: ["MailServer", "MailGlobal", "MailDict", "MailUtil"]),
         .target(name: "PostconfCore", dependencies: ["MailGlobal", "MailUtil", "COpenSSL"]),
 
         .testTarget(name: "SystemLibraryTests",

@@ -1,0 +1,306 @@
+// smtpd and cleanup on a running instance: an SMTP session as a client sees it (replies,
+// relay and unknown-user refusals, access tables, DATA and BDAT, smuggling attempts,
+// limits), the queue file cleanup writes (read back record by record, and by the
+// reference postcat when it is unpacked), and the log lines; and our cleanup's queue files
+// compared with the reference cleanup's for the same input.
+import Foundation
+import Glibc
+import Testing
+import MailUtil
+import MailGlobal
+
+/// An SMTP client that speaks CRLF and reads multi-line replies.
+final class SMTPClient {
+    let stream: FDStream
+
+    init(port: UInt16) throws {
+        let fd = try InetSocket.connect(SocketAddress(family: AF_INET, address: [127, 0, 0, 1], port: port), timeout: 5)
+        stream = FDStream(fd: fd, timeout: 20, closeOnDeinit: true)
+    }
+
+    /// A whole reply, lines joined with "\n".
+    func reply() throws -> String {
+        var lines: [String] = []
+        while let l = try stream.readLine(limit: 4096) {
+            let s = String(decoding: l.bytes, as: UTF8.self)
+            lines.append(s)
+            if s.count < 4 || s[s.index(s.startIndex, offsetBy: 3)] != "-" { break }
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    func raw(_ bytes: String) throws {
+        try stream.write(bytes)
+        try stream.flush()
+    }
+
+    func ask(_ line: String) throws -> String {
+        try raw(line + "\r\n")
+        return try reply()
+    }
+}
+
+@Suite(.serialized)
+struct SmtpdTests {
+    /// The queue ID of a "250 2.0.0 Ok: queued as ID" reply.
+    func queued(_ reply: String) -> String? {
+        guard let r = reply.range(of: "queued as ") else { return nil }
+        return String(reply[r.upperBound...])
+    }
+
+    func instance(_ extra: String = "", port: UInt16) throws -> Instance {
+        let inst = try Instance(main: """
+        mydomain = example.com
+        mynetworks = 192.0.2.0/24
+        alias_maps =
+        local_recipient_maps = inline:{ alice=yes, bob=yes }
+        message_size_limit = 20000
+        smtpd_error_sleep_time = 0
+        header_checks = inline:{ {/^Subject: reject me/ REJECT bad subject} }
+
+        """ + extra, master: """
+        127.0.0.1:\(port) inet n - n - - smtpd
+        cleanup   unix  n - n - 0 cleanup
+        rewrite   unix  - - n - - trivial-rewrite
+        proxymap  unix  - - n - - proxymap
+        postlog   unix-dgram n - n - 1 postlogd
+        """)
+        // header_checks uses a regexp table: inline: keys are literal, so use regexp.
+        let main = inst.configDirectory + "/main.cf"
+        var text = try String(contentsOfFile: main, encoding: .utf8)
+        try "/^Subject: reject me/ REJECT bad subject\n".write(toFile: inst.root + "/header_checks", atomically: true, encoding: .utf8)
+        chmod(inst.root, 0o755)
+        chmod(inst.root + "/header_checks", 0o644)
+        text = text.replacingOccurrences(of: "header_checks = inline:{ {/^Subject: reject me/ REJECT bad subject} }",
+                                         with: "header_checks = regexp:\(inst.root)/header_checks")
+        try text.write(toFile: main, atomically: true, encoding: .utf8)
+        try inst.startMaster()
+        return inst
+    }
+
+    func queueFile(_ inst: Instance, _ id: String) -> [Record] {
+        let path = inst.queueDirectory + "/incoming/" + id
+        guard let data = FileManager.default.contents(atPath: path) else { return [] }
+        return (try? RecordCodec.decode([UInt8](data))) ?? []
+    }
+
+    @Test func sessionRepliesAndQueueFile() throws {
+        let port = freePort()
+        let inst = try instance(port: port)
+        let c = try SMTPClient(port: port)
+        #expect(try c.reply() == "220 test.example.com ESMTP Swallow")
+        #expect(try c.ask("EHLO client.example.org") == """
+        250-test.example.com
+        250-PIPELINING
+        250-SIZE 20000
+        250-VRFY
+        250-ETRN
+        250-ENHANCEDSTATUSCODES
+        250-8BITMIME
+        250-DSN
+        250-SMTPUTF8
+        250 CHUNKING
+        """)
+        #expect(try c.ask("RCPT TO:<alice@test.example.com>") == "503 5.5.1 Error: need MAIL command")
+        #expect(try c.ask("MAIL FROM:<sender@example.org> SIZE=30000") == "552 5.3.4 Message size exceeds fixed limit")
+        #expect(try c.ask("MAIL FROM:<sender@example.org> FOO=1") == "555 5.5.4 Unsupported option: FOO=1")
+        #expect(try c.ask("MAIL FROM:<a b@example.org>") == "501 5.1.7 Bad sender address syntax")
+        #expect(try c.ask("MAIL FROM:<sender@example.org> BODY=8BITMIME RET=HDRS ENVID=abc+2Bdef") == "250 2.1.0 Ok")
+        #expect(try c.ask("MAIL FROM:<again@example.org>") == "503 5.5.1 Error: nested MAIL command")
+        #expect(try c.ask("RCPT TO:<x@elsewhere.example>") == "454 4.7.1 <x@elsewhere.example>: Relay access denied")
+        #expect(try c.ask("RCPT TO:<nobody@test.example.com>")
+                == "550 5.1.1 <nobody@test.example.com>: Recipient address rejected: User unknown in local recipient table")
+        #expect(try c.ask("RCPT TO:<alice@test.example.com> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;Alice+40test.example.com") == "250 2.1.5 Ok")
+        #expect(try c.ask("RCPT TO:<bob@test.example.com> NOTIFY=BOGUS") == "501 5.5.4 Error: Bad NOTIFY parameter syntax")
+        #expect(try c.ask("DATA extra") == "501 5.5.4 Syntax: DATA")
+        #expect(try c.ask("DATA") == "354 End data with <CR><LF>.<CR><LF>")
+        try c.raw("Subject: hello\r\nTo: alice@test.example.com\r\n\r\nline one\r\n..dotted\r\n.\r\n")
+        let queued = try c.reply()
+        #expect(queued.hasPrefix("250 2.0.0 Ok: queued as "))
+        let id = try #require(self.queued(queued))
+        #expect(try c.ask("NOOP") == "250 2.0.0 Ok")
+        #expect(try c.ask("WHAT") == "502 5.5.2 Error: command not recognized")
+        #expect(try c.ask("VRFY alice") == "252 2.0.0 alice")
+        #expect(try c.ask("QUIT") == "221 2.0.0 Bye")
+
+        // The queue file: complete (0700), with the envelope smtpd sent and cleanup's
+        // additions, and the content with smtpd's Received: header first.
+        var st = stat()
+        #expect(stat(inst.queueDirectory + "/incoming/" + id, &st) == 0)
+        #expect(st.st_mode & 0o777 == 0o700)
+        let records = queueFile(inst, String(id))
+        #expect(records.first?.type == .size)
+        #expect(records.last?.type == .end)
+        let texts = records.map { "\($0.type)\($0.text)" }
+        #expect(texts.contains("Ssender@example.org"))
+        #expect(texts.contains("Aenvelope_id=abc+def"))
+        #expect(texts.contains("Aret_flags=2"))
+        #expect(texts.contains("Aencoding=8bit"))
+        #expect(texts.contains("Arewrite_context=local"))
+        #expect(texts.contains("Anotify_flags=6"))
+        #expect(texts.contains("Adsn_orig_rcpt=rfc822;Alice@test.example.com"))
+        #expect(texts.contains("Ralice@test.example.com"))
+        #expect(texts.contains("NReceived: from client.example.org (localhost [127.0.0.1])"))
+        #expect(texts.contains("N\tby test.example.com (Swallow) with ESMTP id \(id)"))
+        #expect(texts.contains(".dotted".isEmpty ? "" : "N.dotted"))
+        #expect(texts.contains("Nline one"))
+        // Mail from a local client gets the missing headers (local_header_rewrite_clients).
+        #expect(texts.contains { $0.hasPrefix("NMessage-Id: <") && $0.hasSuffix(".\(id)@test.example.com>") })
+        #expect(texts.contains("NFrom: sender@example.org"))
+        let size = records[0].text.split(separator: " ").compactMap { Int($0) }
+        #expect(size.count == 6 && size[2] == 1 && size[3] == (6 << 1))
+
+        inst.expectLog("smtpd[")
+        inst.expectLog("connect from localhost[127.0.0.1]")
+        inst.expectLog("\(id): client=localhost[127.0.0.1]")
+        inst.expectLog("\(id): message-id=<")
+        inst.expectLog("NOQUEUE: reject: RCPT from localhost[127.0.0.1]: 454 4.7.1 <x@elsewhere.example>: Relay access denied; from=<sender@example.org> to=<x@elsewhere.example> proto=ESMTP helo=<client.example.org>")
+        inst.expectLog("disconnect from localhost[127.0.0.1] ehlo=1 mail=1/5 rcpt=1/5 data=1/2 noop=1 vrfy=1 quit=1 unknown=0/1 commands=7/17")
+
+        // The reference postcat reads the file as Postfix's own.
+        if let ref = Instance.reference {
+            let r = Instance.run(ref + "/usr/sbin/postcat", ["-c", inst.configDirectory, inst.queueDirectory + "/incoming/" + id],
+                                 env: ["PATH=/usr/bin:/bin", "LD_LIBRARY_PATH=\(ref)/usr/lib/postfix"])
+            #expect(r.status == 0, "\(r.stderr)")
+            #expect(r.stdout.contains("sender: sender@example.org"))
+            #expect(r.stdout.contains("recipient: alice@test.example.com"))
+            #expect(r.stdout.contains("*** MESSAGE FILE END"))
+        }
+    }
+
+    @Test func chunkingSmugglingAndContentChecks() throws {
+        let port = freePort()
+        let inst = try instance("smtpd_sender_restrictions = check_sender_access inline:{ {evil@example.org=REJECT go away} }\n", port: port)
+        let c = try SMTPClient(port: port)
+        _ = try c.reply()
+        _ = try c.ask("EHLO client.example.org")
+        // A sender refused by an access table, at RCPT time (smtpd_delay_reject).
+        #expect(try c.ask("MAIL FROM:<evil@example.org>") == "250 2.1.0 Ok")
+        #expect(try c.ask("RCPT TO:<alice@test.example.com>") == "554 5.7.1 <evil@example.org>: Sender address rejected: go away")
+        #expect(try c.ask("RSET") == "250 2.0.0 Ok")
+
+        // BDAT in two chunks.
+        _ = try c.ask("MAIL FROM:<sender@example.org>")
+        _ = try c.ask("RCPT TO:<bob@test.example.com>")
+        let part1 = "Subject: chunks\r\n\r\nfirst "
+        let part2 = "line\r\n.not stuffed\r\n"
+        try c.raw("BDAT \(part1.utf8.count)\r\n" + part1)
+        #expect(try c.reply() == "250 2.0.0 Ok: \(part1.utf8.count) bytes")
+        try c.raw("BDAT \(part2.utf8.count) LAST\r\n" + part2)
+        let last = try c.reply()
+        let id = try #require(queued(last))
+        let texts = queueFile(inst, String(id)).map { "\($0.type)\($0.text)" }
+        #expect(texts.contains("Nfirst line"))
+        #expect(texts.contains("N.not stuffed"))
+
+        // A bare-LF "end of data" does not end the message (SMTP smuggling).
+        _ = try c.ask("MAIL FROM:<sender@example.org>")
+        _ = try c.ask("RCPT TO:<alice@test.example.com>")
+        #expect(try c.ask("DATA").hasPrefix("354"))
+        try c.raw("Subject: smuggle\r\n\r\nbody\n.\nMAIL FROM:<evil@example.org>\r\n.\r\n")
+        let smuggled = try c.reply()
+        let sid = try #require(queued(smuggled))
+        let stexts = queueFile(inst, String(sid)).map { "\($0.type)\($0.text)" }
+        #expect(stexts.contains("NMAIL FROM:<evil@example.org>"))
+
+        // header_checks REJECT comes back at the end of DATA with cleanup's text.
+        _ = try c.ask("MAIL FROM:<sender@example.org>")
+        _ = try c.ask("RCPT TO:<alice@test.example.com>")
+        #expect(try c.ask("DATA").hasPrefix("354"))
+        try c.raw("Subject: reject me\r\n\r\nbody\r\n.\r\n")
+        #expect(try c.reply() == "550 5.7.1 bad subject")
+
+        // Too big: the rest is read, then refused.
+        _ = try c.ask("MAIL FROM:<sender@example.org>")
+        _ = try c.ask("RCPT TO:<alice@test.example.com>")
+        #expect(try c.ask("DATA").hasPrefix("354"))
+        try c.raw("Subject: big\r\n\r\n" + String(repeating: String(repeating: "x", count: 99) + "\r\n", count: 300) + ".\r\n")
+        #expect(try c.reply() == "552 5.3.4 Error: message file too big")
+        #expect(try c.ask("QUIT") == "221 2.0.0 Bye")
+        inst.expectLog("reject: header Subject: reject me from localhost[127.0.0.1]; from=<sender@example.org> to=<alice@test.example.com> proto=ESMTP helo=<client.example.org>: 5.7.1 bad subject")
+        inst.expectLog("notes=bare_lf")
+        // Rejected messages leave no queue file behind.
+        let files = (try? FileManager.default.contentsOfDirectory(atPath: inst.queueDirectory + "/incoming")) ?? []
+        #expect(files.sorted() == [String(id), String(sid)].sorted())
+    }
+
+    @Test func errorLimitsAndForbiddenCommands() throws {
+        let port = freePort()
+        let inst = try instance("smtpd_hard_error_limit = 3\n", port: port)
+        let c = try SMTPClient(port: port)
+        _ = try c.reply()
+        #expect(try c.ask("BOGUS1") == "502 5.5.2 Error: command not recognized")
+        #expect(try c.ask("BOGUS2") == "502 5.5.2 Error: command not recognized")
+        #expect(try c.ask("BOGUS3") == "502 5.5.2 Error: command not recognized")
+        #expect(try c.ask("NOOP") == "421 4.7.0 test.example.com Error: too many errors")
+        let d = try SMTPClient(port: port)
+        _ = try d.reply()
+        #expect(try d.ask("GET / HTTP/1.0") == "221 2.7.0 Error: I can break rules, too. Goodbye.")
+        inst.expectLog("too many errors after UNKNOWN from localhost[127.0.0.1]")
+    }
+
+    /// The same record stream into our cleanup and the reference cleanup: the queue files
+    /// say the same (IDs, times and generated Message-Ids aside).
+    @Test func cleanupMatchesReference() throws {
+        guard let ref = Instance.reference else {
+            print("skipped: the reference Postfix is not unpacked (tools/fetch-reference)")
+            return
+        }
+        let tables = "/tmp/swallow-cl-\(getpid())"
+        try FileManager.default.createDirectory(atPath: tables, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: tables) }
+        let inst = try Instance(main: """
+        mydomain = example.com
+        virtual_alias_maps = inline:{ {carol@test.example.com=c1@ex.com, c2@ex.com} }
+        canonical_maps = inline:{ alice@test.example.com=Alice.Smith@example.com }
+        import_environment = MAIL_CONFIG MAIL_DEBUG MAIL_LOGTAG TZ LANG=C POSTLOG_SERVICE POSTLOG_HOSTNAME LD_LIBRARY_PATH=\(ref)/usr/lib/postfix
+
+        """, master: """
+        cleanup    unix n - n - 0 cleanup
+        refcleanup unix n - n - 0 ref-cleanup
+        rewrite    unix - - n - - trivial-rewrite
+        postlog    unix-dgram n - n - 1 postlogd
+        """)
+        try FileManager.default.createSymbolicLink(atPath: inst.programDirectory + "/ref-cleanup",
+                                                   withDestinationPath: ref + "/usr/lib/postfix/sbin/cleanup")
+        try inst.startMaster()
+        let now = Int(time(nil))
+        let envelope: [(RecordType, String)] = [
+            (.time, "\(now) 0"), (.attribute, "rewrite_context=local"), (.sender, "alice"),
+            (.attribute, "log_client_name=localhost"), (.attribute, "notify_flags=6"),
+            (.attribute, "dsn_orig_rcpt=rfc822;bob@example.net"), (.recipient, "bob@example.net"),
+            (.recipient, "carol"), (.recipient, "carol"), (.recipient, "Dave@x"),
+            (.originalRecipient, "zed"), (.recipient, "other@ex.com"),
+            (.messageStart, ""), (.normalText, "Received: by x"), (.normalText, "Subject: hi"),
+            (.normalText, "To: carol, dave@x"), (.normalText, "Cc: \"Some One\" <someone>"), (.normalText, ""),
+            (.normalText, "body"), (.extractedStart, ""), (.end, ""),
+        ]
+        func submit(_ service: String, flags: Int) throws -> String {
+            let c = try AttrClient(path: inst.queueDirectory + "/public/" + service)
+            var sc = try c.expectProtocol(MailProtocol.cleanup).scanner()
+            _ = try sc.string("protocol")
+            let id = try sc.string(MailAttr.queueID)
+            var f = AttrList()
+            f.append(MailAttr.flags, int: flags)
+            try c.send(f)
+            try c.stream.write(RecordCodec.encode(envelope.map { Record($0.0, $0.1) }))
+            try c.stream.flush()
+            var r = try c.receive().scanner()
+            #expect(try r.int(MailAttr.status) == 0)
+            return id
+        }
+        func postcat(_ id: String) -> String {
+            let r = Instance.run(ref + "/usr/sbin/postcat", ["-c", inst.configDirectory, inst.queueDirectory + "/incoming/" + id],
+                                 env: ["PATH=/usr/bin:/bin", "LD_LIBRARY_PATH=\(ref)/usr/lib/postfix"])
+            return r.stdout.split(separator: "\n").filter {
+                !$0.contains("arrival_time") && !$0.contains("create_time") && !$0.hasPrefix("Date:") && !$0.hasPrefix("Message-Id:")
+            }.joined(separator: "\n").replacingOccurrences(of: id, with: "QUEUEID")
+        }
+        for flags in [114, 0] {
+            let theirs = postcat(try submit("refcleanup", flags: flags))
+            let ours = postcat(try submit("cleanup", flags: flags))
+            #expect(ours == theirs)
+            #expect(ours.contains("recipient: c2@ex.com") == (flags != 0))
+        }
+    }
+}
