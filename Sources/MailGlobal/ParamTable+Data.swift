@@ -618,7 +618,7 @@ smtpd_enforce_tls	bool	-	-	-	-	no
 smtpd_error_sleep_time	time	s	0	0	-	1s
 smtpd_etrn_restrictions	str	-	0	0	-	
 smtpd_expansion_filter	raw	-	1	0	-	\t\40!"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~
-smtpd_forbid_bare_newline	str	-	1	0	-	normal
+smtpd_forbid_bare_newline	str	-	1	0	-	normalize
 smtpd_forbid_bare_newline_exclusions	str	-	0	0	-	$mynetworks
 smtpd_forbid_bare_newline_reject_code	int	-	500	599	-	550
 smtpd_forbid_unauth_pipelining	bool	-	-	-	-	no

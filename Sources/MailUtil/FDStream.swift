@@ -115,6 +115,11 @@ public final class FDStream {
     /// Bytes already buffered and not yet consumed.
     public var bufferedInputCount: Int { rend - rpos }
 
+    /// Up to `max` bytes of buffered input, left in the buffer.
+    public func peekBuffered(max: Int) -> [UInt8] {
+        Array(UnsafeBufferPointer(start: rbuf + rpos, count: Swift.max(0, Swift.min(max, rend - rpos))))
+    }
+
     /// True once a read returned end of input and the buffer is drained.
     public var atEOF: Bool { sawEOF && rpos == rend }
 

@@ -116,6 +116,10 @@ extension Session {
                 warnOnly = true
                 i += 1
                 continue
+            case "reject_unauth_pipelining":
+                if illegalPipelining {
+                    result = reject(503, "5.5.0", "<\(subj.name)>: \(subj.what) rejected: Improper use of SMTP command pipelining")
+                }
             case "permit_mynetworks":
                 if s.mynetworks.matches(addr) { result = .permit }
             case "permit_inet_interfaces":
@@ -123,7 +127,7 @@ extension Session {
             case "permit_sasl_authenticated", "permit_tls_clientcerts", "permit_tls_all_clientcerts":
                 break
             case "reject_unauth_destination", "defer_unauth_destination", "permit_auth_destination",
-                 "check_relay_domains", "reject_unauth_pipelining", "reject_unlisted_recipient",
+                 "check_relay_domains", "reject_unlisted_recipient",
                  "reject_non_fqdn_recipient", "reject_unknown_recipient_domain":
                 result = recipientRestriction(lname, recipient: stage == .recipient ? recipient : nil, subj: subj, reject: reject)
             case "reject_non_fqdn_helo_hostname", "reject_non_fqdn_hostname",

@@ -32,6 +32,7 @@ final class Session {
     var junkCount = 0
     var counts: [String: (ok: Int, total: Int)] = [:]
     var bareLFSeen = false
+    var illegalPipelining = false
     var done = false
 
     // Transaction.
@@ -54,6 +55,7 @@ final class Session {
     var prependHeaders: [String] = []
     var bdatActive = false
     var bdatError: String?
+    var bdatTotal = 0
     var bdatPartial: [UInt8] = []
     var bdatLastEnding: LineEnding = .crlf
     var bytesReceived = 0
@@ -181,6 +183,9 @@ final class Session {
                 Msg.info("lost connection after \(lastCommand) from \(namaddr)")
                 break
             }
+            if line.overflow {
+                Msg.warn("\(namaddr): request longer than \(s.lineLimit): \(String(decoding: line.bytes.prefix(30), as: UTF8.self))...")
+            }
             if line.ending == .bareLF && !bareLFAllowedInCommand() { break }
             command(line.bytes)
         }
@@ -192,7 +197,7 @@ final class Session {
     /// smtpd_forbid_bare_newline=yes refuses a command line ending in a bare LF.
     func bareLFAllowedInCommand() -> Bool {
         bareLFSeen = true
-        if s.bareNewline != "yes" || s.bareNewlineExclusions.matches(name, address: addr) { return true }
+        if s.bareNewline != "reject" || s.bareNewlineExclusions.matches(name, address: addr) { return true }
         reply("\(s.bareNewlineCode) 5.5.2 \(s.myhostname) Error: bare <LF> received")
         Msg.info("disconnect: bare <LF> received from \(namaddr) after \(lastCommand)")
         count("unknown", ok: false)
@@ -209,7 +214,6 @@ final class Session {
             out += " \(c)=\(v.ok)" + (v.ok == v.total ? "" : "/\(v.total)")
         }
         out += " commands=\(ok)" + (ok == total ? "" : "/\(total)")
-        if bareLFSeen { out += " notes=bare_lf" }
         return out
     }
 
@@ -224,15 +228,15 @@ final class Session {
         let text = String(decoding: bytes, as: UTF8.self)
         var parts = text.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
         if parts.isEmpty {
+            // An empty line is an error but not a command.
             errorCount += 1
-            count("unknown", ok: false)
             reply("500 5.5.2 Error: bad syntax")
             return
         }
         let verb = parts.removeFirst().uppercased()
         let arg = parts.first.map(String.init) ?? ""
         if s.forbiddenCommands.matches(verb) {
-            Msg.info("reject: \(verb) from \(namaddr): 221 2.7.0 Error: I can break rules, too. Goodbye.")
+            Msg.warn("non-SMTP command from \(namaddr): \(Msg.printable(text))")
             reply("221 2.7.0 Error: I can break rules, too. Goodbye.")
             count("unknown", ok: false)
             done = true
@@ -244,6 +248,7 @@ final class Session {
             reply("500 5.5.2 Error: bad syntax")
             return
         }
+        if !illegalPipelining && Self.lastInGroup.contains(verb) { checkPipelining(verb) }
         let ok: Bool
         let name: String
         switch verb {
@@ -257,15 +262,48 @@ final class Session {
         case "NOOP": name = "noop"; lastCommand = "NOOP"; ok = junk() && { reply("250 2.0.0 Ok"); return true }()
         case "VRFY": name = "vrfy"; lastCommand = "VRFY"; ok = junk() && vrfyCommand(arg)
         case "ETRN": name = "etrn"; lastCommand = "ETRN"; ok = junk() && etrnCommand(arg)
+        case "STARTTLS": name = "starttls"; lastCommand = "STARTTLS"
+            ok = fail("502 5.5.1 Error: command not implemented")
+        case "AUTH": name = "auth"; lastCommand = "AUTH"
+            ok = fail("503 5.5.1 Error: authentication not enabled")
+        case "XCLIENT", "XFORWARD":
+            name = verb.lowercased(); lastCommand = verb
+            ok = fail(inMail ? "503 5.5.1 Error: MAIL transaction in progress" : "550 5.7.0 Error: insufficient authorization")
         case "QUIT": name = "quit"; lastCommand = "QUIT"; reply("221 2.0.0 Bye"); done = true; ok = true
         default:
             name = "unknown"
             lastCommand = "UNKNOWN"
             errorCount += 1
-            reply("502 5.5.2 Error: command not recognized")
+            reply("500 5.5.2 Error: command not recognized")
             ok = false
         }
         count(name, ok: ok)
+    }
+
+    /// Commands a client must wait after (RFC 2920): input already waiting means the
+    /// client did not.
+    static let lastInGroup: Set<String> = ["HELO", "EHLO", "STARTTLS", "AUTH", "DATA", "VRFY", "ETRN", "NOOP", "QUIT"]
+
+    func checkPipelining(_ verb: String) {
+        var pending = stream.peekBuffered(max: 100)
+        if pending.isEmpty && FileDescriptor.waitReadable(stream.fd, milliseconds: 0) {
+            _ = try? stream.fill()
+            pending = stream.peekBuffered(max: 100)
+        }
+        guard !pending.isEmpty else { return }
+        illegalPipelining = true
+        var text = ""
+        for b in pending {
+            switch b {
+            case 0x0D: text += "\\r"
+            case 0x0A: text += "\\n"
+            case 0x09: text += "\\t"
+            case 0x5C: text += "\\\\"
+            case 0x20..<0x7F: text.append(Character(UnicodeScalar(b)))
+            default: text += "\\" + String(b, radix: 8)
+            }
+        }
+        Msg.info("improper command pipelining after \(verb) from \(namaddr): \(text)")
     }
 
     /// NOOP, VRFY, ETRN and RSET count as junk; too many of them count as errors.
@@ -285,11 +323,16 @@ final class Session {
 
     func heloCommand(_ arg: String, extended: Bool) -> Bool {
         let words = arg.split(separator: " ")
-        guard words.count == 1 else {
+        guard !words.isEmpty else {
             return fail(extended ? "501 Syntax: EHLO hostname" : "501 Syntax: HELO hostname")
         }
-        if inMail { return fail("503 5.5.1 Error: MAIL transaction in progress") }
-        var h = String(words[0])
+        // A second HELO/EHLO ends the transaction in progress (as RSET does).
+        if inMail || cleanup != nil { abortTransaction() }
+        // Spaces and unprintable characters in the name are neutered, as Postfix does.
+        var h = String(words.joined(separator: " ").map { c -> Character in
+            guard let a = c.asciiValue else { return c }
+            return a > 32 && a < 127 ? c : "?"
+        })
         if h.count > 255 { h = String(h.prefix(255)) }
         helo = h
         protocolName = extended ? "ESMTP" : "SMTP"
@@ -348,6 +391,7 @@ final class Session {
         } else {
             if s.strictRFC821 { return nil }
             let word = rest.prefix(while: { $0 != " " })
+            if word.isEmpty { return nil }
             address = String(word)
             rest = rest.dropFirst(word.count)
         }
@@ -383,11 +427,11 @@ final class Session {
 
     func mailCommand(_ arg: String) -> Bool {
         if s.heloRequired && helo == nil { return fail("503 5.5.1 Error: send HELO/EHLO first") }
+        if bdatActive { return fail("503 5.5.1 Error: MAIL after BDAT") }
         if inMail { return fail("503 5.5.1 Error: nested MAIL command") }
         guard let (external, params) = envelopeArgument(arg, keyword: "FROM") else {
             return fail("501 5.5.4 Syntax: MAIL FROM:<address>")
         }
-        var size = 0
         bodyType = ""
         retFlags = ""
         envid = ""
@@ -399,10 +443,10 @@ final class Session {
             switch key {
             case "SIZE":
                 guard let v = value, let n = Int(v), n >= 0 else { return fail("501 5.5.4 Bad message size syntax") }
-                size = n
+                declaredSize = n
             case "BODY":
                 guard let v = value?.uppercased(), v == "7BIT" || v == "8BITMIME" else {
-                    return fail("501 5.5.4 Unsupported BODY parameter value")
+                    return fail("555 5.5.4 Unsupported option: \(p)")
                 }
                 bodyType = v
             case "RET":
@@ -425,7 +469,11 @@ final class Session {
                 return fail("555 5.5.4 Unsupported option: \(p)")
             }
         }
-        guard let address = internalAddress(external) else { return fail("501 5.1.7 Bad sender address syntax") }
+        guard let address = internalAddress(external) else {
+            Msg.warn("Illegal address syntax from \(namaddr) in MAIL command: \(arg.dropFirst(5).drop(while: { $0 == " " }).prefix(while: { $0 != " " }))")
+            return fail("501 5.1.7 Bad sender address syntax")
+        }
+        let size = declaredSize
         if s.messageSizeLimit > 0 && size > s.messageSizeLimit {
             return fail("552 5.3.4 Message size exceeds fixed limit")
         }
@@ -434,7 +482,6 @@ final class Session {
             return fail("452 4.3.1 Insufficient system storage")
         }
         sender = address
-        declaredSize = size
         senderVerdict = nil
         if !s.delayReject, let r = restrictionsBeforeRecipient() {
             sender = nil
@@ -490,6 +537,7 @@ final class Session {
             }
         }
         guard let address = internalAddress(external), !address.isEmpty else {
+            Msg.warn("Illegal address syntax from \(namaddr) in RCPT command: \(arg.dropFirst(3).drop(while: { $0 == " " }).prefix(while: { $0 != " " }))")
             return fail("501 5.1.3 Bad recipient address syntax")
         }
         if rcptCount >= s.recipientLimit {
@@ -571,6 +619,7 @@ final class Session {
             func rec(_ t: RecordType, _ v: String) { RecordCodec.append(&out, t, Array(v.utf8)) }
             func attr(_ n: String, _ v: String) { rec(.attribute, n + "=" + v) }
             rec(.time, "\(arrival.tv_sec) \(arrival.tv_usec)")
+            attr(MailAttr.logIdent, id)
             attr(MailAttr.rewriteContext, rewriteContext())
             if !envid.isEmpty { attr(MailAttr.dsnEnvelopeID, envid) }
             if !retFlags.isEmpty { attr(MailAttr.dsnRetFlags, retFlags) }
@@ -623,8 +672,10 @@ final class Session {
         prependHeaders = []
         bdatActive = false
         bdatError = nil
+        bdatTotal = 0
         bdatPartial = []
         bytesReceived = 0
+        declaredSize = 0
         sizeExceeded = false
         cleanupFailed = false
         senderVerdict = nil
@@ -645,12 +696,13 @@ final class Session {
     func receivedHeader() -> [String] {
         let rfcAddr = family == AF_INET6 ? "IPv6:" + addr : addr
         var lines = ["Received: from \(helo ?? name) (\(name) [\(rfcAddr)])"]
+        let proto = smtputf8Requested && protocolName == "ESMTP" ? "UTF8SMTP" : protocolName
         let date = MailDate.format(arrival.tv_sec)
         if rcptCount == 1, let r = recipients.first {
-            lines.append("\tby \(s.myhostname) (\(s.mailName)) with \(protocolName) id \(queueID ?? "")")
+            lines.append("\tby \(s.myhostname) (\(s.mailName)) with \(proto) id \(queueID ?? "")")
             lines.append("\tfor <\(Quote822.quote822(r))>; \(date)")
         } else {
-            lines.append("\tby \(s.myhostname) (\(s.mailName)) with \(protocolName) id \(queueID ?? "");")
+            lines.append("\tby \(s.myhostname) (\(s.mailName)) with \(proto) id \(queueID ?? "");")
             lines.append("\t\(date)")
         }
         return lines
@@ -685,6 +737,7 @@ final class Session {
 
     /// Ends the content, waits for cleanup's verdict and answers the client.
     func finishMessage() -> Bool {
+        let bdatText = bdatActive ? "\(bdatTotal) bytes " : ""
         defer { abortTransaction() }
         guard let c = cleanup, let id = queueID else {
             return fail("451 4.3.0 Error: queue file write error")
@@ -716,7 +769,7 @@ final class Session {
             return fail("451 4.3.0 Error: queue file write error")
         }
         if status == 0 {
-            reply("250 2.0.0 Ok: queued as \(id)")
+            reply("250 2.0.0 Ok: \(bdatText)queued as \(id)")
             return true
         }
         let st = CleanupStatus(rawValue: status)
@@ -732,10 +785,16 @@ final class Session {
         return fail(text)
     }
 
+    /// DATA or BDAT without an accepted recipient.
+    func noRecipients() -> String? {
+        if rcptCount > 0 { return nil }
+        return inMail ? "554 5.5.1 Error: no valid recipients" : "503 5.5.1 Error: need RCPT command"
+    }
+
     func dataCommand(_ arg: String) -> Bool {
         if !arg.isEmpty { return fail("501 5.5.4 Syntax: DATA") }
         if bdatActive { return fail("503 5.5.1 Error: DATA after BDAT") }
-        guard inMail, rcptCount > 0 else { return fail("503 5.5.1 Error: need RCPT command") }
+        if let e = noRecipients() { return fail(e) }
         if let r = restrictions("smtpd_data_restrictions", stage: .data) {
             logReject("reject", r)
             abortTransaction()
@@ -748,8 +807,9 @@ final class Session {
         // ends a line but never the message.
         var prevType: RecordType = .normalText
         var prevCRLF = true
-        let strict = s.bareNewline != "no"
-        let refuse = s.bareNewline == "yes" && !s.bareNewlineExclusions.matches(name, address: addr)
+        let excluded = s.bareNewline != "no" && s.bareNewlineExclusions.matches(name, address: addr)
+        let strict = s.bareNewline != "no" && !excluded
+        let refuse = s.bareNewline == "reject" && !excluded
         while true {
             let line: Line?
             do {
@@ -799,7 +859,8 @@ final class Session {
         guard words.count == 1 || (words.count == 2 && words[1].uppercased() == "LAST"),
               let size = Int(words[0]), size >= 0 else {
             // The chunk cannot be skipped without its size: the session ends.
-            reply("501 5.5.4 Syntax: BDAT count [LAST]")
+            Msg.warn("\(queueID ?? "NOQUEUE"): malformed BDAT command syntax from \(namaddr): BDAT \(arg)")
+            reply("521 5.5.4 Syntax: BDAT count [LAST]")
             errorCount += 1
             done = true
             return false
@@ -819,8 +880,19 @@ final class Session {
             done = true
             return false
         }
+        if let e = bdatError {
+            // A refused BDAT transaction refuses its other chunks until LAST or RSET.
+            if last { abortTransaction() }
+            return fail(e)
+        }
         if !bdatActive {
-            guard inMail, rcptCount > 0 else { return fail("503 5.5.1 Error: need RCPT command") }
+            if let e = noRecipients() {
+                if !last {
+                    bdatActive = true
+                    bdatError = e
+                }
+                return fail(e)
+            }
             if let r = restrictions("smtpd_data_restrictions", stage: .data) {
                 logReject("reject", r)
                 abortTransaction()
@@ -844,6 +916,7 @@ final class Session {
             contentLine(bdatPartial.prefix(s.lineLimit), type: .continuedText)
             bdatPartial.removeFirst(s.lineLimit)
         }
+        bdatTotal += size
         if !last {
             reply("250 2.0.0 Ok: \(size) bytes")
             return true
@@ -869,7 +942,7 @@ final class Session {
 
     func vrfyCommand(_ arg: String) -> Bool {
         if s.disableVRFY { return fail("502 5.5.1 VRFY command is disabled") }
-        if arg.isEmpty { return fail("501 5.5.4 Syntax: VRFY address") }
+        if arg.isEmpty { return fail(s.smtputf8 ? "501 5.5.4 Syntax: VRFY address [SMTPUTF8]" : "501 5.5.4 Syntax: VRFY address") }
         var a = arg
         if a.hasPrefix("<") && a.hasSuffix(">") { a = String(a.dropFirst().dropLast()) }
         guard let address = internalAddress(a), !address.isEmpty else {
@@ -897,7 +970,7 @@ final class Session {
             return fail(r)
         }
         guard s.fastFlushDomains.matches(domain) else {
-            return fail("459 4.3.0 <\(domain)>: service unavailable")
+            return fail("459 <\(domain)>: service unavailable")
         }
         // Fast flush needs the flush service; without it the request cannot be queued.
         var req = AttrList()

@@ -83,7 +83,14 @@ final class Settings {
         disableVRFY = config.bool("disable_vrfy_command")
         smtputf8 = config.bool("smtputf8_enable")
         discardEhlo = Set(config.list("smtpd_discard_ehlo_keywords").map { $0.lowercased() })
-        bareNewline = config.string("smtpd_forbid_bare_newline").lowercased()
+        // "normalize" (Postfix 3.9's default; "yes" and "normal" mean the same): a bare LF
+        // ends a line but never the message; "reject" refuses it; "no" is the old way.
+        switch config.string("smtpd_forbid_bare_newline").lowercased() {
+        case "no": bareNewline = "no"
+        case "normalize", "normal", "yes": bareNewline = "normalize"
+        case "reject": bareNewline = "reject"
+        case let v: Msg.fatal("invalid smtpd_forbid_bare_newline value: \"\(v)\"")
+        }
         bareNewlineExclusions = MatchList(name: "smtpd_forbid_bare_newline_exclusions", kind: .nameAddress,
                                           options: [], text: config.string("smtpd_forbid_bare_newline_exclusions"))
         bareNewlineCode = config.int("smtpd_forbid_bare_newline_reject_code")

@@ -15,7 +15,7 @@ import Testing
         "readme_directory": ("no", "no README files are installed"),
         "shlib_directory": ("no", "no run-time loadable lookup table plug-ins"),
         "alias_maps": ("hash:/etc/aliases", "built without NIS"),
-        "smtpd_forbid_bare_newline": ("normal", "SMTP smuggling is refused out of the box (DESIGN section 9)"),
+        "smtpd_forbid_bare_newline": ("normalize", "SMTP smuggling is refused out of the box (DESIGN section 9)"),
     ]
 
     static let fixtures = Harness.root.appendingPathComponent("Tests/PostconfTests/Fixtures")
