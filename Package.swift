@@ -35,6 +35,7 @@ let package = Package(
 
         .target(name: "MailUtil", dependencies: ["CShim"]),
         .target(name: "MailDict", dependencies: ["MailUtil", "CShim", "CBerkeleyDB", "CPCRE2"]),
+        .target(name: "MailDNS", dependencies: ["MailUtil", "CResolv"]),
         .target(name: "MailGlobal", dependencies: ["MailUtil", "MailDict", "CShim"]),
         .target(name: "MailServer", dependencies: ["MailGlobal", "MailDict", "MailUtil", "CShim"]),
         .target(name: "MasterCore", dependencies: ["MailGlobal", "MailUtil", "CShim"]),
@@ -43,13 +44,14 @@ let package = Package(
         .target(name: "PostmapCore", dependencies: ["MailGlobal", "MailDict", "MailUtil", "CShim"]),
         .target(name: "TrivialRewriteCore", dependencies: ["MailServer", "MailGlobal", "MailDict", "MailUtil"]),
         .target(name: "CleanupCore", dependencies: ["MailServer", "MailGlobal", "MailDict", "MailUtil"]),
-        .target(name: "SmtpdCore", dependencies: ["MailServer", "MailGlobal", "MailDict", "MailUtil"]),
+        .target(name: "SmtpdCore", dependencies: ["MailServer", "MailGlobal", "MailDNS", "MailDict", "MailUtil"]),
         .target(name: "PostconfCore", dependencies: ["MailGlobal", "MailUtil", "COpenSSL"]),
 
         .testTarget(name: "SystemLibraryTests",
                     dependencies: ["CShim", "COpenSSL", "CSASL", "CBerkeleyDB", "CPCRE2", "CResolv"]),
         .target(name: "TestSupport", dependencies: ["MailUtil"], path: "Tests/Support"),
         .testTarget(name: "MailUtilTests", dependencies: ["MailUtil", "TestSupport"]),
+        .testTarget(name: "MailDNSTests", dependencies: ["MailDNS", "TestSupport"]),
         .testTarget(name: "MailDictTests", dependencies: ["MailDict", "MailUtil"]),
         .testTarget(name: "MailGlobalTests", dependencies: ["MailGlobal", "MailDict", "MailUtil", "TestSupport"]),
         .testTarget(name: "IntegrationTests", dependencies: ["MailGlobal", "MailUtil", "CShim"]),
