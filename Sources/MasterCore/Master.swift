@@ -392,6 +392,14 @@ final class Master {
 
     /// Records still queued on the postlog socket when the mail system stops (often the
     /// ones that say why) are written by master itself once postlogd has had its chance.
+    /// Leaves on master's own initiative (-e): children see the status channel close
+    /// and retire; the last record is written even when postlogd has already gone.
+    func exitNow(_ why: String) -> Never {
+        Msg.info(why)
+        flushPostlog()
+        exit(0)
+    }
+
     func flushPostlog() {
         let file = config.string("maillog_file")
         guard !file.isEmpty, file != "/dev/stdout", let s = postlogService, let fd = s.listenFDs.first else { return }

@@ -98,8 +98,7 @@ public enum MasterMain {
         if let e = o.exitAfter {
             let remaining = max(0, Double(e) - Double(monotonicNanos() - startTime) / 1e9)
             _ = master.loop.after(remaining) {
-                Msg.info("master exit time has arrived")
-                exit(0)
+                master.exitNow("master exit time has arrived")
             }
         }
         if readyFD >= 0 {
