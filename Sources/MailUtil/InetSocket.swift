@@ -91,10 +91,10 @@ public struct SocketAddress: Sendable, Equatable, CustomStringConvertible {
 }
 
 public enum InetSocket {
-    /// A listening TCP socket, non-blocking, SO_REUSEADDR (and SO_REUSEPORT when asked, as
-    /// master sets it), IPv6 sockets IPv6-only. Errors read as Postfix's inet_listen:
+    /// A listening TCP socket, non-blocking, SO_REUSEADDR (never SO_REUSEPORT: a second
+    /// listener on the same port is an error, as in Postfix), IPv6 sockets IPv6-only. Errors read as Postfix's inet_listen:
     /// "bind 127.0.0.1 port 25: Address already in use".
-    public static func listen(_ addr: SocketAddress, backlog: Int32, reusePort: Bool = false) throws -> Int32 {
+    public static func listen(_ addr: SocketAddress, backlog: Int32) throws -> Int32 {
         let fd = socket(addr.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         if fd < 0 { throw SystemError.current("socket") }
         var on: Int32 = 1
@@ -102,7 +102,6 @@ public enum InetSocket {
             setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &on, socklen_t(MemoryLayout<Int32>.size))
         }
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, socklen_t(MemoryLayout<Int32>.size))
-        if reusePort { setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, socklen_t(MemoryLayout<Int32>.size)) }
         let r = addr.withSockaddr { bind(fd, $0, $1) }
         if r < 0 {
             let e = SystemError.current("bind \(addr.host) port \(addr.port)")
@@ -142,6 +141,30 @@ public enum InetSocket {
         }
         _ = fcntl(fd, F_SETFL, flags)
         return fd
+    }
+
+    /// The addresses of a host name or numeric address (getaddrinfo, TCP), in the
+    /// resolver's order; `family` AF_UNSPEC for both IPv4 and IPv6. The error is
+    /// getaddrinfo's, for gai_strerror.
+    public static func resolve(_ host: String, port: UInt16, family: Int32 = AF_UNSPEC) -> Result<[SocketAddress], GAIError> {
+        if let numeric = SocketAddress(numeric: host, port: port) { return .success([numeric]) }
+        var hints = addrinfo()
+        hints.ai_family = family
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var res: UnsafeMutablePointer<addrinfo>?
+        let err = getaddrinfo(host, nil, &hints, &res)
+        if err != 0 { return .failure(GAIError(code: err)) }
+        defer { freeaddrinfo(res) }
+        var out: [SocketAddress] = []
+        var p = res
+        while let ai = p {
+            if let a = ai.pointee.ai_addr, var sa = SocketAddress.from(a) {
+                sa.port = port
+                if !out.contains(sa) { out.append(sa) }
+            }
+            p = ai.pointee.ai_next
+        }
+        return .success(out)
     }
 
     /// The local and peer addresses of a connected socket.
@@ -192,4 +215,13 @@ public enum FileDescriptor {
         var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
         return retryingEINTR { poll(&pfd, 1, ms) } > 0
     }
+}
+
+/// A getaddrinfo() failure.
+public struct GAIError: Error, CustomStringConvertible, Sendable {
+    public let code: Int32
+    public init(code: Int32) { self.code = code }
+    /// EAI_AGAIN and friends: the answer may be different later.
+    public var isTemporary: Bool { code == EAI_AGAIN || code == EAI_MEMORY || code == EAI_SYSTEM }
+    public var description: String { String(cString: gai_strerror(code)) }
 }

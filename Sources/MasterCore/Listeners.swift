@@ -55,7 +55,7 @@ enum Listeners {
                 for a in svc.inetAddresses {
                     var addr = a
                     addr.port = port
-                    fds.append(try InetSocket.listen(addr, backlog: backlog, reusePort: true))
+                    fds.append(try InetSocket.listen(addr, backlog: backlog))
                 }
             } catch let e as SystemError {
                 fds.forEach { close($0) }
