@@ -1,0 +1,125 @@
+"""mailinstance: a whole mail system in a temporary directory, for test and benchmark scripts.
+
+Our programs (from a build directory) and, when wanted, the reference Postfix 3.7's daemons
+(linked in as ref-NAME) run under our master, on a configuration of the caller's; the log
+goes to a file in the instance. With `dns` (a zone text), a fakedns.py server runs on a
+fresh 127.53.x.y address and master runs in a private mount namespace whose
+/etc/resolv.conf names it, so that every daemon's lookups reach that server and nothing
+else. Needs root (the postfix account, port 53, mount namespaces).
+"""
+import os, pwd, random, shutil, subprocess, tempfile, time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+
+OUR_PROGRAMS = ["master", "postlogd", "postfix", "postconf", "postlog", "postmap", "postalias", "proxymap",
+                "trivial-rewrite", "cleanup", "smtpd", "qmgr", "local", "bounce", "error", "discard", "virtual",
+                "pipe", "smtp", "pickup", "showq", "postdrop", "postqueue", "postsuper", "postcat", "sendmail",
+                "flush", "anvil", "verify", "scache", "spawn", "tlsmgr", "postkick", "postlock"]
+
+
+_given = set()
+
+
+def free_port():
+    """A loopback port nobody listens on, never the same twice in one run."""
+    import socket
+    while True:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        p = s.getsockname()[1]
+        s.close()
+        if p not in _given:
+            _given.add(p)
+            return p
+
+
+class Instance:
+    def __init__(self, bin_dir, main_cf, master_cf, reference=None, ref_programs=(), dns=None, files=None):
+        bin_dir = os.path.abspath(bin_dir)
+        reference = os.path.abspath(reference) if reference else None
+        self.root = tempfile.mkdtemp(prefix="swallow-inst-")
+        os.chmod(self.root, 0o755)
+        self.etc, self.queue, self.data, self.libexec = (f"{self.root}/{d}" for d in ("etc", "queue", "data", "libexec"))
+        self.log = f"{self.root}/maillog"
+        self.master = None
+        self.dns = None
+        for d in (self.etc, self.queue, self.data, self.libexec, self.root + "/files"):
+            os.makedirs(d)
+        for p in OUR_PROGRAMS:
+            if os.path.exists(f"{bin_dir}/{p}"):
+                os.symlink(f"{bin_dir}/{p}", f"{self.libexec}/{p}")
+        for p in ref_programs:
+            os.symlink(f"{reference}/usr/lib/postfix/sbin/{p}", f"{self.libexec}/ref-{p}")
+        for name, text in (files or {}).items():
+            open(f"{self.root}/files/{name}", "w").write(text.replace("@DIR@", self.root + "/files"))
+        env_extra = f" LD_LIBRARY_PATH={reference}/usr/lib/postfix" if reference else ""
+        base = f"""queue_directory = {self.queue}
+data_directory = {self.data}
+daemon_directory = {self.libexec}
+command_directory = {self.libexec}
+meta_directory = {self.etc}
+mail_owner = postfix
+setgid_group = postdrop
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+maillog_file = {self.log}
+maillog_file_prefixes = /tmp
+compatibility_level = 3.7
+import_environment = MAIL_CONFIG MAIL_DEBUG MAIL_LOGTAG TZ LANG=C POSTLOG_SERVICE POSTLOG_HOSTNAME{env_extra}
+"""
+        open(f"{self.etc}/main.cf", "w").write(base + main_cf.replace("@DIR@", self.root + "/files"))
+        open(f"{self.etc}/master.cf", "w").write(master_cf.replace("@DIR@", self.root + "/files"))
+        subprocess.run([f"{self.libexec}/postfix", "-c", self.etc, "check"], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        pw = pwd.getpwnam("postfix")
+        os.chown(self.data, pw.pw_uid, pw.pw_gid)
+        open(self.log, "a").close()
+        os.chown(self.log, pw.pw_uid, pw.pw_gid)
+        if dns is not None:
+            self.dns_dir = self.root + "/dns"
+            os.makedirs(self.dns_dir)
+            open(self.dns_dir + "/zone", "w").write(dns)
+            self.dns_address = f"127.53.{random.randint(1, 254)}.{random.randint(1, 254)}"
+            open(self.dns_dir + "/resolv.conf", "w").write(f"nameserver {self.dns_address}\noptions attempts:1 timeout:2\n")
+            self.dns = subprocess.Popen(["python3", HERE + "/fakedns.py", self.dns_dir + "/zone", self.dns_address],
+                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            if self.dns.stdout.readline().strip() != "ready":
+                raise RuntimeError("fakedns did not start")
+
+    def start(self, wait_for=None):
+        argv = [f"{self.libexec}/master", "-c", self.etc, "-d"]
+        if self.dns:
+            argv = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                    f'mount --bind {self.dns_dir}/resolv.conf /etc/resolv.conf && exec "$0" "$@"'] + argv
+        self.master = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            if "daemon started" in self.read_log() and (wait_for is None or os.path.exists(self.queue + "/" + wait_for)):
+                return
+            time.sleep(0.05)
+        raise RuntimeError("master did not start:\n" + self.read_log())
+
+    def read_log(self):
+        try:
+            return open(self.log, encoding="utf-8", errors="replace").read()
+        except OSError:
+            return ""
+
+    def stop(self):
+        if self.master:
+            self.master.terminate()
+            try:
+                self.master.wait(10)
+            except subprocess.TimeoutExpired:
+                self.master.kill()
+            self.master = None
+        if self.dns:
+            self.dns.terminate()
+            self.dns.wait()
+            self.dns = None
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
