@@ -14,7 +14,7 @@ public enum Smtpd {
         var desc = ServerDescription()
         desc.program = "smtpd"
         desc.postInit = { ctx in
-            settings = Settings(config: ctx.config)
+            settings = Settings(config: ctx.config, standalone: ctx.options.standalone)
         }
         desc.preAccept = { _ in DictCache.exitIfChanged() }
         SingleServer.run(arguments, desc) { client, _ in
