@@ -46,7 +46,9 @@ final class CleanupState {
     // Content state.
     var dataOffset = 0
     var extractedOffset = 0
-    var headerRewriteContext: String?
+    /// How header addresses are rewritten: local unless the client says otherwise
+    /// (rewrite_context); nil for remote mail without remote_header_rewrite_domain.
+    var headerRewriteContext: String? = MailAttr.rewriteLocal
     lazy var content = ContentProcessor(self)
 
     init(settings: Settings, out: QueueFileWriter, queueID: String, flags: CleanupFlags) {

@@ -74,13 +74,20 @@ public struct DNSAnswer: Sendable {
     public var reason: String
     /// True when the server said the name does not exist at all (NXDOMAIN).
     public var nxdomain: Bool
+    /// The resolver's h_errno for a failed lookup (0 otherwise).
+    public var herr: Int32
 
-    public init(status: DNSStatus, records: [DNSRecord] = [], reason: String = "", nxdomain: Bool = false) {
+    public init(status: DNSStatus, records: [DNSRecord] = [], reason: String = "", nxdomain: Bool = false,
+                herr: Int32 = 0) {
         self.status = status
         self.records = records
         self.reason = reason
         self.nxdomain = nxdomain
+        self.herr = herr
     }
+
+    /// dns_strerror() of the failure, as short reasons quote it ("Host not found").
+    public var errorText: String { DNS.errorText(herr) }
 }
 
 /// The resolver in one place, so that tests can swap it.
@@ -127,7 +134,8 @@ public enum DNS {
         var name = name
         if name.hasSuffix(".") { name.removeLast() }
         if name.isEmpty || name.utf8.count > 255 || name.hasPrefix(".") || name.contains("..") {
-            return DNSAnswer(status: .invalid, reason: "Name service error for name=\(name) type=\(type.name): Malformed domain name")
+            return DNSAnswer(status: .invalid, reason: "Name service error for name=\(name) type=\(type.name): Malformed domain name",
+                             herr: NO_RECOVERY)
         }
         var buffer = [UInt8](repeating: 0, count: 65536)
         var herr: Int32 = 0
@@ -135,18 +143,19 @@ public enum DNS {
         if n < 0 {
             let reason = failure(name, type, errorText(herr))
             switch herr {
-            case TRY_AGAIN: return DNSAnswer(status: .retry, reason: reason)
-            case HOST_NOT_FOUND: return DNSAnswer(status: .notFound, reason: reason, nxdomain: true)
-            case NO_DATA: return DNSAnswer(status: .notFound, reason: reason)
-            default: return DNSAnswer(status: .fail, reason: reason)
+            case TRY_AGAIN: return DNSAnswer(status: .retry, reason: reason, herr: herr)
+            case HOST_NOT_FOUND: return DNSAnswer(status: .notFound, reason: reason, nxdomain: true, herr: herr)
+            case NO_DATA: return DNSAnswer(status: .notFound, reason: reason, herr: herr)
+            default: return DNSAnswer(status: .fail, reason: reason, herr: herr)
             }
         }
         guard let records = parse(Array(buffer[0..<Int(min(n, Int32(buffer.count)))]), type: type) else {
             return DNSAnswer(status: .retry,
-                             reason: "Name service error for name=\(name) type=\(type.name): Malformed or unexpected name server reply")
+                             reason: "Name service error for name=\(name) type=\(type.name): Malformed or unexpected name server reply",
+                             herr: TRY_AGAIN)
         }
         if records.isEmpty {
-            return DNSAnswer(status: .notFound, reason: failure(name, type, errorText(NO_DATA)))
+            return DNSAnswer(status: .notFound, reason: failure(name, type, errorText(NO_DATA)), herr: NO_DATA)
         }
         if type == .mx, records.contains(where: { $0.isNullMX }) {
             return DNSAnswer(status: .nullMX, records: records, reason: "Domain \(name) does not accept mail (nullMX)")

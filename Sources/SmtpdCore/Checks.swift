@@ -80,6 +80,7 @@ extension Session {
     /// defer_if_reject and soft_bounce, and logs it.
     func checkReject(_ errorClass: ErrorClass, _ code: Int, _ dsn: String, _ text: String) -> CheckResult {
         let warn = check.warnIfReject != 0 && errorClass != .software && errorClass != .resource && errorClass != .data
+        errorMask.insert(errorClass)
         var t = "\(code) \(dsn) \(text)"
         if code < 400 || code > 599 {
             Msg.warn("SMTP reply code configuration error: \(t)")
@@ -142,9 +143,7 @@ extension Session {
     /// smtpd_acl_permit: a permit, logged when smtpd_log_access_permit_actions asks.
     func aclPermit(_ action: String, _ replyClass: String, _ replyName: String, _ extra: String = "") -> CheckResult {
         if s.logPermitActions.matches(action) {
-            var t = "action=\(action) for \(replyClass)=\(replyName)"
-            if !extra.isEmpty { t += " " + extra }
-            logWhatsup("permit", t)
+            logWhatsup("permit", "action=\(action) for \(replyClass)=\(replyName) \(extra)")
         }
         return .ok
     }
@@ -283,7 +282,7 @@ extension Session {
     }
 
     func checkEndOfData() -> String? {
-        checkWholeMessage(s.lists.endOfData, "END-OF-DATA", ReplyClass.endOfData)
+        checkWholeMessage(s.lists.endOfData, Where.endOfMessage, ReplyClass.endOfData)
     }
 
     func checkWholeMessage(_ list: [String], _ replyName: String, _ replyClass: String) -> String? {
@@ -665,6 +664,7 @@ extension Session {
         case "HANGUP":
             logWhatsup("hangup", text)
             shutdown(stream.fd, Int32(SHUT_RDWR))
+            hungUp = true
             done = true
             throw CheckAbort()
         case "INFO":
@@ -798,7 +798,7 @@ extension Session {
             "5": ("4.1.0", "4.1.5"), "6": ("4.1.0", "4.1.6"), "7": ("4.1.7", "4.1.3"), "8": ("4.1.8", "4.1.2"),
         ]
         let entry = map[micro] ?? ("4.1.0", "4.1.0")
-        let result: String
+        var result: String
         if replyClass == ReplyClass.sender {
             result = entry.0
         } else if replyClass == ReplyClass.recipient {
@@ -806,6 +806,8 @@ extension Session {
         } else {
             result = "4.0.0"
         }
+        // The class digit stays as it was.
+        result = String(status.prefix(1)) + result.dropFirst()
         if status.dropFirst(2) != result.dropFirst(2) {
             Msg.info("mapping DSN status \(status) into \(replyClass) status \(result)")
         }

@@ -73,6 +73,9 @@ extension Session {
             answer = cached
         } else {
             let a = DNS.resolver.query(query, .a)
+            if a.status != .ok && a.status != .notFound {
+                Msg.warn("\(query): RBL lookup error: \(a.reason)")
+            }
             var txt = ""
             if a.status == .ok {
                 let t = DNS.resolver.query(query, .txt)
@@ -227,7 +230,7 @@ extension Session {
         let mx = DNS.resolver.query(domain, .mx)
         guard mx.status == .ok else {
             if mx.status == .retry {
-                deferIfReject(.policy, 450, "4.4.4", "<\(replyName)>: \(replyClass) rejected: Unable to look up mail exchanger information: \(mx.reason)")
+                deferIfReject(.policy, 450, "4.4.4", "<\(replyName)>: \(replyClass) rejected: Unable to look up mail exchanger information: \(mx.errorText)")
             }
             return .dunno
         }
@@ -293,24 +296,21 @@ extension Session {
         } else {
             var a = DNS.resolver.query(domain, type)
             if a.status == .nullMX { return .dunno }
-            var name = domain
-            if a.status == .notFound && !a.nxdomain {
+            if a.status == .notFound {
                 if type == .mx {
                     // No MX: the domain is its own mail host.
                     a = DNSAnswer(status: .ok, records: [DNSRecord(name: domain, type: .mx, data: domain)])
                 } else {
                     // No NS: the parent domains are asked.
-                    while let dot = name.firstIndex(of: "."), name.index(after: dot) < name.endIndex {
+                    var name = domain
+                    while a.status == .notFound, let dot = name.firstIndex(of: "."), name.index(after: dot) < name.endIndex {
                         name = String(name[name.index(after: dot)...])
                         a = DNS.resolver.query(name, type)
-                        if a.status != .notFound || a.nxdomain { break }
                     }
                 }
             }
             guard a.status == .ok else {
-                let shown = name.isEmpty ? what : name
-                let why = a.reason.lastIndex(of: ":").map { String(a.reason[a.reason.index(after: $0)...].drop(while: { $0 == " " })) } ?? a.reason
-                Msg.warn("Unable to look up \(type.name) host for \(shown): \(why)")
+                Msg.warn("Unable to look up \(type.name) host for \(what): \(a.errorText)")
                 return .dunno
             }
             servers = a.records.map(\.data)
@@ -320,13 +320,16 @@ extension Session {
                 let st = try accessDomainFound(table, server, replyName, replyClass, defACL)
                 if let st { return st }
             }
-            let addrs = hostAddresses(server)
-            if addrs.isEmpty {
-                Msg.warn("Unable to look up \(type.name) host \(server) for \(replyClass) \(replyName): hostname not found")
+            let addrs: [SocketAddress]
+            switch InetSocket.resolve(server, port: 0, family: s.inet6 ? AF_UNSPEC : AF_INET) {
+            case .success(let l):
+                addrs = l
+            case .failure(let e):
+                if type != .a { Msg.warn("Unable to look up \(type.name) host \(server) for \(replyClass) \(replyName): \(e)") }
                 continue
             }
             for a in addrs {
-                let hit = AccessWalk.addressHit(accessMaps(table), DNS.addressText(a))
+                let hit = AccessWalk.addressHit(accessMaps(table), a.host)
                 if hit.answer != .notFound {
                     return try accessResult(hit, table, replyName, replyClass, defACL)
                 }

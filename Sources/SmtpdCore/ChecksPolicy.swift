@@ -43,8 +43,7 @@ final class PolicyClient {
         endpoint = words.first ?? spec
         for w in words.dropFirst() {
             guard let eq = w.firstIndex(of: "=") else {
-                Msg.warn("malformed policy service attribute \"\(w)\" in \"\(spec)\"")
-                continue
+                Msg.fatal("malformed option: missing '=' after attribute name: \"...\(w)...\"")
             }
             let name = String(w[..<eq]).lowercased()
             let value = String(w[w.index(after: eq)...])
@@ -57,9 +56,14 @@ final class PolicyClient {
             case "request_limit": requestLimit = Int(value) ?? requestLimit
             case "default_action": defaultAction = value
             case "policy_context": context = value
-            default: Msg.warn("unknown policy service attribute \"\(name)\" in \"\(spec)\"")
+            default: Msg.fatal("unknown attribute name: \"\(name)\" in \"\(spec)\"")
             }
         }
+    }
+
+    /// The server as Postfix names it in warnings: the endpoint without "inet:"/"unix:".
+    var serverName: String {
+        endpoint.hasPrefix("inet:") || endpoint.hasPrefix("unix:") ? String(endpoint.dropFirst(5)) : endpoint
     }
 
     func connect() throws -> FDStream {
@@ -97,7 +101,12 @@ final class PolicyClient {
             }
             do {
                 if stream == nil {
-                    stream = try connect()
+                    do {
+                        stream = try connect()
+                    } catch let e as SystemError {
+                        Msg.warn("connect to \(serverName): \(errnoText(e.errno))")
+                        throw e
+                    }
                     connectedAt = now
                     requests = 0
                 }
@@ -130,7 +139,7 @@ final class PolicyClient {
                 stream = nil
             }
         }
-        Msg.warn("problem talking to server \(endpoint): \(lastError)")
+        Msg.warn("problem talking to server \(serverName): \(lastError)")
         return nil
     }
 }

@@ -60,9 +60,10 @@ extension Session {
             return fail(extended ? "501 Syntax: EHLO hostname" : "501 Syntax: HELO hostname")
         }
         let arg = argv.dropFirst().map(\.text).joined(separator: " ")
-        if !s.standalone && !s.delayReject, let err = checkHelo(arg) { return fail(err) }
+        if !s.standalone && !s.delayReject, let err = checkHelo(arg) { return fail(err, nil) }
         // A greeting in the middle of a transaction ends it, as RSET does.
         abortTransaction()
+        chatReset(s.historyThreshold)
         helo = Self.neuter(Msg.printable(arg))
         if extended {
             protocolName = "ESMTP"
@@ -115,7 +116,7 @@ extension Session {
     // MARK: MAIL
 
     func mailCommand(_ argv: [SMTPToken]) -> Bool {
-        if s.heloRequired && helo == nil { return fail("503 5.5.1 Error: send HELO/EHLO first") }
+        if s.heloRequired && helo == nil { return fail("503 5.5.1 Error: send HELO/EHLO first", .policy) }
         if sender != nil { return fail("503 5.5.1 Error: nested MAIL command") }
         if bdat != .none { return fail("503 5.5.1 Error: MAIL after BDAT") }
         guard argv.count >= 3, argv[1].text.lowercased() == "from:" else {
@@ -141,7 +142,7 @@ extension Session {
                 guard !v.isEmpty, v.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else {
                     return fail("501 5.5.4 Bad message size syntax")
                 }
-                guard let n = Int(v) else { return fail("552 5.3.4 Message size exceeds file system imposed limit") }
+                guard let n = Int(v) else { return fail("552 5.3.4 Message size exceeds file system imposed limit", .policy) }
                 size = n
                 declaredSize = n
             } else if upper.hasPrefix("AUTH=") {
@@ -175,10 +176,10 @@ extension Session {
         guard let address = extractAddress(argv[2], allowEmpty: true, strict: s.strictRFC821, smtputf8: utf8) else {
             return fail("501 5.1.7 Bad sender address syntax")
         }
-        if !s.standalone, let err = checkSize(sender: address, size: size) { return fail(err) }
+        if !s.standalone, let err = checkSize(sender: address, size: size) { return fail(err, nil) }
         if !s.standalone && !s.delayReject, let err = checkMail(address) {
             abortTransaction()
-            return fail(err)
+            return fail(err, nil)
         }
         sender = address
         encoding = body
@@ -232,10 +233,10 @@ extension Session {
         guard let address = extractAddress(argv[2], allowEmpty: false, strict: s.strictRFC821, smtputf8: smtputf8Requested) else {
             return fail("501 5.1.3 Bad recipient address syntax")
         }
-        if !s.standalone, let err = checkRcpt(address) { return fail(err) }
+        if !s.standalone, let err = checkRcpt(address) { return fail(err, nil) }
         // The queue file is opened with the first acceptable recipient.
         if cleanup == nil && !cleanupFailed { openCleanup(sender: sender) }
-        guard let c = cleanup else { return fail("451 4.3.0 Error: queue file write error") }
+        guard let c = cleanup else { return fail("451 4.3.0 Error: queue file write error", .resource) }
         rcptCount += 1
         if recipient == nil { recipient = address }
         // The original recipient is the address as the client wrote it.
@@ -251,7 +252,7 @@ extension Session {
             try c.stream.flush()
         } catch {
             cleanupLost(error)
-            return fail("451 4.3.0 Error: queue file write error")
+            return fail("451 4.3.0 Error: queue file write error", .resource)
         }
         reply("250 2.1.5 Ok")
         return true
@@ -280,12 +281,13 @@ extension Session {
     func rsetCommand(_ argv: [SMTPToken]) -> Bool {
         if argv.count != 1 { return fail("501 5.5.4 Syntax: RSET") }
         abortTransaction()
+        chatReset(s.historyThreshold)
         reply("250 2.0.0 Ok")
         return true
     }
 
     func vrfyCommand(_ argv: [SMTPToken]) -> Bool {
-        if s.disableVRFY { return fail("502 5.5.1 VRFY command is disabled") }
+        if s.disableVRFY { return fail("502 5.5.1 VRFY command is disabled", .policy) }
         guard argv.count >= 2 else {
             return fail(s.smtputf8 ? "501 5.5.4 Syntax: VRFY address [SMTPUTF8]" : "501 5.5.4 Syntax: VRFY address")
         }
@@ -305,14 +307,14 @@ extension Session {
             if utf8 { smtputf8Requested = true }
             let err = checkRcpt(address)
             smtputf8Requested = saved
-            if let err { return fail(err) }
+            if let err { return fail(err, nil) }
         }
         reply("252 2.0.0 \(arg.text)")
         return true
     }
 
     func etrnCommand(_ argv: [SMTPToken]) -> Bool {
-        if s.heloRequired && helo == nil { return fail("503 Error: send HELO/EHLO first") }
+        if s.heloRequired && helo == nil { return fail("503 Error: send HELO/EHLO first", .policy) }
         if sender != nil { return fail("503 Error: MAIL transaction in progress") }
         guard argv.count == 2 else { return fail("500 Syntax: ETRN domain") }
         var domain = argv[1].text
@@ -320,20 +322,20 @@ extension Session {
         guard ValidHostname.isValid(domain) || ValidHostname.isMailhostLiteral(domain) else {
             return fail("501 Error: invalid parameter syntax")
         }
-        if !s.standalone, let err = checkEtrn(domain) { return fail(err) }
+        if !s.standalone, let err = checkEtrn(domain) { return fail(err, nil) }
         switch FlushClient.sendSite(domain, config: config) {
         case .ok:
             reply("250 Queuing started")
             return true
         case .denied:
             Msg.warn("reject: ETRN \(domain.prefix(100))... from \(namaddr)")
-            return fail("459 <\(domain)>: service unavailable")
+            return fail("459 <\(domain)>: service unavailable", nil)
         case .bad:
             Msg.warn("bad ETRN \(domain.prefix(100))... from \(namaddr)")
-            return fail("458 Unable to queue messages")
+            return fail("458 Unable to queue messages", nil)
         case .failed:
             Msg.warn("unable to talk to fast flush service")
-            return fail("458 Unable to queue messages")
+            return fail("458 Unable to queue messages", nil)
         }
     }
 }

@@ -169,12 +169,12 @@ extension Session {
         }
         if sizeExceeded {
             let d = CleanupStatus.size.detail
-            return fail("\(d.smtp) \(d.dsn) Error: \(d.text)")
+            return fail("\(d.smtp) \(d.dsn) Error: \(d.text)", .bounce)
         }
-        if !s.standalone, let err = checkEndOfData() { return fail(err) }
+        if !s.standalone, let err = checkEndOfData() { return fail(err, nil) }
         guard let c = cleanup, let id = queueID else {
             let d = CleanupStatus.write.detail
-            return fail("\(d.smtp) \(d.dsn) Error: \(d.text)")
+            return fail("\(d.smtp) \(d.dsn) Error: \(d.text)", .resource)
         }
         var out: [UInt8] = []
         RecordCodec.append(&out, .extractedStart, [])
@@ -203,9 +203,19 @@ extension Session {
         }
         if status == 0 {
             reply("250 2.0.0 Ok: \(bdatText)queued as \(id)")
+            chatReset(s.historyThreshold)
             return true
         }
-        return fail(Self.cleanupReply(CleanupStatus(rawValue: status), why))
+        let st = CleanupStatus(rawValue: status)
+        return fail(Self.cleanupReply(st, why), Self.errorKind(st))
+    }
+
+    /// The kind of error a cleanup status is, for notify_classes.
+    static func errorKind(_ st: CleanupStatus) -> ErrorClass {
+        if st.contains(.deferred) || st.contains(.content) { return .policy }
+        if st.contains(.size) || st.contains(.hops) { return .bounce }
+        if st.contains(.write) { return .resource }
+        return .software
     }
 
     /// The reply for a message cleanup did not accept: its own SMTP reply when it gave
@@ -239,7 +249,7 @@ extension Session {
             return fail(sender == nil ? "503 5.5.1 Error: need RCPT command" : "554 5.5.1 Error: no valid recipients")
         }
         if argv.count != 1 { return fail("501 5.5.4 Syntax: DATA") }
-        if !s.standalone, let err = checkData() { return fail(err) }
+        if !s.standalone, let err = checkData() { return fail(err, nil) }
         beginContent()
         reply("354 End data with <CR><LF>.<CR><LF>")
         flush()
@@ -314,10 +324,11 @@ extension Session {
             } else if !s.standalone {
                 err = checkData()
             }
+            if err != nil && rcptCount == 0 { errorMask.insert(.proto) }
             if let err {
                 guard skipChunk(size) else { return false }
                 bdat = last ? .none : .error
-                return fail(err)
+                return fail(err, nil)
             }
         }
         if size == 0 && !last {

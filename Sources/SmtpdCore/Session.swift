@@ -41,6 +41,8 @@ final class Session {
     /// Why the session ended early ("timeout", "lost connection", "too many errors").
     var reason: String?
     var done = false
+    /// A HANGUP action dropped the connection: nothing more is said or logged about it.
+    var hungUp = false
     /// smtpd_discard_ehlo_keywords, as a mask of EHLO keywords.
     var ehloDiscard: EHLOMask = []
 
@@ -73,6 +75,10 @@ final class Session {
     var bytesReceived = 0
     var sizeExceeded = false
     var cleanupFailed = false
+
+    /// The transcript for postmaster notices, and the kinds of error it recorded.
+    var history: [String] = []
+    var errorMask: Set<ErrorClass> = []
 
     // Restriction state (smtpd_check.c).
     var check = CheckState()
@@ -110,9 +116,16 @@ final class Session {
     /// smtpd_chat_reply: a client past the soft error limit waits before every reply;
     /// soft_bounce turns 5xx into 4xx; a 421 reply ends the session.
     func reply(_ text: String) {
+        if hungUp { return }
         if errorCount >= s.softErrorLimit && s.errorSleep > 0 { sleep(UInt32(s.errorSleep)) }
         var t = text
-        if s.softBounce && t.hasPrefix("5") { t = "4" + t.dropFirst() }
+        if s.softBounce && t.hasPrefix("5") {
+            var b = Array(t.utf8)
+            b[0] = UInt8(ascii: "4")
+            if b.count > 4 && b[4] == UInt8(ascii: "5") { b[4] = UInt8(ascii: "4") }
+            t = String(decoding: b, as: UTF8.self)
+        }
+        remember("Out: ", t)
         do {
             try stream.write(t + "\r\n")
             // Replies are flushed when no more pipelined input waits (PIPELINING).
@@ -158,6 +171,7 @@ final class Session {
         while !done {
             if errorCount >= s.hardErrorLimit {
                 reason = "too many errors"
+                errorMask.insert(.proto)
                 reply("421 4.7.0 \(s.myhostname) Error: too many errors")
                 break
             }
@@ -177,6 +191,7 @@ final class Session {
                 reason = "lost connection"
                 break
             }
+            remember("In:  ", String(decoding: line.bytes, as: UTF8.self))
             if line.overflow {
                 Msg.warn("\(namaddr): request longer than \(s.lineLimit): \(String(decoding: line.bytes.prefix(30), as: UTF8.self))...")
             }
@@ -185,6 +200,7 @@ final class Session {
         }
         flush()
         logEarlyEnd()
+        chatReset(0)
         abortTransaction()
         Msg.info("disconnect from \(namaddr)\(countsText())")
     }
@@ -281,6 +297,7 @@ final class Session {
         let argv = SMTPTokenizer.split(bytes)
         guard let first = argv.first else {
             errorCount += 1
+            errorMask.insert(.proto)
             reply("500 5.5.2 Error: bad syntax")
             return
         }
@@ -310,6 +327,7 @@ final class Session {
         }
         guard let cmd else {
             reply("500 5.5.2 Error: command not recognized")
+            errorMask.insert(.proto)
             errorCount += 1
             count("unknown", ok: false)
             return
@@ -374,7 +392,9 @@ final class Session {
         return text
     }
 
-    func fail(_ text: String) -> Bool {
+    /// A failed command: its reply, and the kind of error for notify_classes (nil: none).
+    func fail(_ text: String, _ kind: ErrorClass? = .proto) -> Bool {
+        if let kind { errorMask.insert(kind) }
         reply(text)
         return false
     }

@@ -112,6 +112,9 @@ final class Settings {
     let rblCode: Int
     let mapsRBLDomains: [String]
     let expansionFilter: Set<UInt8>
+    let historyThreshold: Int
+    let notifyClasses: Set<ErrorClass>
+    let errorNoticeRecipient: String
     var accessTables: [String: Maps] = [:]
     var policyClients: [String: PolicyClient] = [:]
 
@@ -251,7 +254,30 @@ final class Settings {
         rblCode = config.int("maps_rbl_reject_code")
         mapsRBLDomains = config.list("maps_rbl_domains")
         expansionFilter = Set(Self.unescape(config.string("smtpd_expansion_filter")))
+        historyThreshold = config.int("smtpd_history_flush_threshold")
+        var notify: Set<ErrorClass> = []
+        for c in config.list("notify_classes") {
+            switch c.lowercased() {
+            case "bounce": notify.insert(.bounce)
+            case "data": notify.insert(.data)
+            case "policy": notify.insert(.policy)
+            case "protocol": notify.insert(.proto)
+            case "resource": notify.insert(.resource)
+            case "software": notify.insert(.software)
+            case "2bounce", "delay": break
+            default: Msg.warn("unknown notify_classes value \"\(c)\" ignored")
+            }
+        }
+        notifyClasses = notify
+        errorNoticeRecipient = config.string("error_notice_recipient")
         requireRelayControl()
+        // Policy servers are set up at start-up, so that a malformed one stops smtpd there.
+        for l in [lists.client, lists.helo, lists.sender, lists.relay, lists.recipient, lists.etrn, lists.data,
+                  lists.endOfData] + Array(restrictionClasses.values) {
+            for (i, r) in l.enumerated() where r.lowercased() == "check_policy_service" && i + 1 < l.count {
+                _ = policyClient(l[i + 1])
+            }
+        }
     }
 
     /// The relay and recipient lists together must refuse something: Postfix will not

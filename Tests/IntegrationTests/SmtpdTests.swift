@@ -248,6 +248,49 @@ struct SmtpdTests {
         inst.expectLog("warning: non-SMTP command from localhost[127.0.0.1]: GET / HTTP/1.0")
     }
 
+    /// A session with a software error (a restriction the server does not know) sends the
+    /// postmaster its transcript (notify_classes = resource, software).
+    @Test func postmasterGetsTheTranscriptOfAFailedSession() throws {
+        let port = freePort()
+        let inst = try instance("smtpd_recipient_restrictions = permit_mynetworks, no_such_restriction, reject\n", port: port)
+        let c = try SMTPClient(port: port)
+        _ = try c.reply()
+        _ = try c.ask("HELO client.example.org")
+        _ = try c.ask("MAIL FROM:<a@example.org>")
+        #expect(try c.ask("RCPT TO:<alice@test.example.com>") == "451 4.3.5 Server configuration error")
+        #expect(try c.ask("QUIT") == "221 2.0.0 Bye")
+        var notice: [Record] = []
+        try inst.waitFor("the postmaster notice") {
+            let ids = (try? FileManager.default.contentsOfDirectory(atPath: inst.queueDirectory + "/incoming")) ?? []
+            notice = ids.map { queueFile(inst, $0) }.first { $0.last?.type == .end } ?? []
+            return !notice.isEmpty
+        }
+        let texts = notice.map { "\($0.type)\($0.text)" }
+        #expect(texts.contains("Sdouble-bounce@test.example.com"))
+        #expect(texts.contains("Rpostmaster@test.example.com"))
+        #expect(texts.contains("Alog_message_origin=local"))
+        for line in ["NFrom: Mail Delivery System <MAILER-DAEMON@test.example.com>",
+                     "NTo: Postmaster <postmaster@test.example.com>",
+                     "NSubject: Swallow SMTP server: errors from localhost[127.0.0.1]",
+                     "NTranscript of session follows.",
+                     "N Out: 220 test.example.com ESMTP Swallow",
+                     "N In:  HELO client.example.org",
+                     "N In:  RCPT TO:<alice@test.example.com>",
+                     "N Out: 451 4.3.5 Server configuration error",
+                     "N Out: 221 2.0.0 Bye",
+                     "NFor other details, see the local mail logfile"] {
+            #expect(texts.contains(line), "\(line) in \(texts)")
+        }
+        // Protocol errors alone (not in notify_classes) send nothing.
+        let before = (try? FileManager.default.contentsOfDirectory(atPath: inst.queueDirectory + "/incoming"))?.count ?? 0
+        let d = try SMTPClient(port: port)
+        _ = try d.reply()
+        #expect(try d.ask("BOGUS") == "500 5.5.2 Error: command not recognized")
+        _ = try d.ask("QUIT")
+        inst.expectLog("disconnect from localhost[127.0.0.1] quit=1 unknown=0/1 commands=1/2")
+        #expect(((try? FileManager.default.contentsOfDirectory(atPath: inst.queueDirectory + "/incoming"))?.count ?? 0) == before)
+    }
+
     /// The same record stream into our cleanup and the reference cleanup: the queue files
     /// say the same (IDs, times and generated Message-Ids aside).
     @Test func cleanupMatchesReference() throws {

@@ -18,6 +18,7 @@ Scenario syntax (one directive a line; "#" lines are comments):
   file NAME            the following lines, up to "end", become files/NAME
   service LINE         a master.cf line of the scenario's own (a rewrite service with other
                        settings, say); NAME- in it stands for the scenario's prefix
+  cleanup NAME=VALUE   a cleanup option: the scenario gets cleanup services of its own
   client ADDRESS       connect from this loopback address (default 127.0.0.1)
   early                do not wait for the greeting before the first send
   > TEXT               send TEXT and CRLF, then read one reply
@@ -55,10 +56,73 @@ VIRTUAL = "known@valias.example alice\nalias@vmbox.example bob\nforward@relay.ex
 VMAILBOX = "box@vmbox.example vmbox/box/\n"
 
 
+POLICY = ["inet:127.0.0.1:0"]
+
+
+def policy_server():
+    """A policy server whose answer depends on the recipient's local part; "polecho"
+    gets the request attributes back, so that both servers are seen to send the same."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(64)
+    POLICY[0] = f"inet:127.0.0.1:{srv.getsockname()[1]}"
+
+    def client(c):
+        f = c.makefile("rwb")
+        try:
+            while True:
+                attrs = {}
+                while True:
+                    line = f.readline()
+                    if not line:
+                        return
+                    line = line.rstrip(b"\n").decode("utf-8", "replace")
+                    if not line:
+                        break
+                    k, _, v = line.partition("=")
+                    attrs[k] = v
+                who = attrs.get("recipient", "").split("@")[0]
+                if attrs.get("protocol_state") in ("DATA", "END-OF-MESSAGE") or not who:
+                    who = attrs.get("sender", "").split("@")[0]
+                if who == "polhang":
+                    time.sleep(30)
+                    return
+                action = {
+                    "polreject": "REJECT policy says no",
+                    "poldefer": "DEFER_IF_PERMIT policy says later",
+                    "polok": "OK",
+                    "polwarn": "WARN policy is watching",
+                    "pol550": "550 5.7.0 policy refuses",
+                    "polbad": "FROBNICATE",
+                    "polprepend": "PREPEND X-Policy: seen",
+                }.get(who, "DUNNO")
+                if who == "polecho":
+                    keys = ["request", "protocol_state", "protocol_name", "helo_name", "sender", "recipient",
+                            "recipient_count", "client_address", "client_name", "reverse_client_name", "sasl_method",
+                            "size", "etrn_domain", "stress", "policy_context"]
+                    action = "REJECT " + " ".join(f"{k}=[{attrs.get(k, '(none)')}]" for k in keys) + \
+                        " queue_id=" + ("set" if attrs.get("queue_id") else "empty") + \
+                        " instance=" + ("set" if attrs.get("instance") else "empty")
+                f.write(f"action={action}\n\n".encode())
+                f.flush()
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def serve():
+        while True:
+            c, _ = srv.accept()
+            threading.Thread(target=client, args=(c,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+
+
 class Scenario:
     def __init__(self, path):
         self.name = os.path.basename(path)[:-len(".dialogue")]
         self.options, self.files, self.steps, self.services = [], {}, [], []
+        self.cleanup_options = []
         self.client, self.early = "127.0.0.1", False
         lines = open(path, encoding="utf-8").read().split("\n")
         i = 0
@@ -76,6 +140,8 @@ class Scenario:
                     i += 1
                 i += 1
                 self.files[f"{self.name}-{line[5:].strip()}"] = "\n".join(body) + "\n"
+            elif line.startswith("cleanup "):
+                self.cleanup_options.append(line[8:].strip())
             elif line.startswith("service "):
                 self.services.append(line[8:].strip().replace("NAME-", self.name + "-"))
             elif line.startswith("client "):
@@ -85,16 +151,29 @@ class Scenario:
             else:
                 self.steps.append(line)
 
-    def master_lines(self, port_ours, port_ref, index):
-        opts = []
-        for o in self.options:
+    def expand(self, value):
+        return (value.strip().replace("@FILE@", f"@DIR@/{self.name}-").replace("NAME-", self.name + "-")
+                .replace("@POLICY@", POLICY[0]))
+
+    def options_text(self, options):
+        out = []
+        for o in options:
             name, value = o.split("=", 1)
-            value = value.strip().replace("@FILE@", f"@DIR@/{self.name}-").replace("NAME-", self.name + "-")
-            opts.append(f"-o {{ {name.strip()} = {value} }}")
-        common = " ".join(opts)
-        return (f"127.0.0.1:{port_ours} inet n - n - - smtpd -o syslog_name=postfix/t{index}a {common}\n"
-                f"127.0.0.1:{port_ref} inet n - n - - ref-smtpd -o syslog_name=postfix/t{index}b "
-                f"-o cleanup_service_name=refcleanup {common}\n")
+            out.append(f"-o {{ {name.strip()} = {self.expand(value)} }}")
+        return " ".join(out)
+
+    def master_lines(self, port_ours, port_ref, index):
+        common = self.options_text(self.options)
+        ours_cleanup, ref_cleanup = "cleanup", "refcleanup"
+        lines = ""
+        if self.cleanup_options:
+            c = self.options_text(self.cleanup_options)
+            ours_cleanup, ref_cleanup = f"{self.name}-cleanup", f"{self.name}-refcleanup"
+            lines += f"{ours_cleanup} unix n - n - 0 cleanup {c}\n{ref_cleanup} unix n - n - 0 ref-cleanup {c}\n"
+        return lines + (f"127.0.0.1:{port_ours} inet n - n - - smtpd -o syslog_name=postfix/t{index}a "
+                        f"-o cleanup_service_name={ours_cleanup} {common}\n"
+                        f"127.0.0.1:{port_ref} inet n - n - - ref-smtpd -o syslog_name=postfix/t{index}b "
+                        f"-o cleanup_service_name={ref_cleanup} {common}\n")
 
 
 def read_reply(sock, buf, out, timeout=10):
@@ -202,6 +281,7 @@ def main():
     args = ap.parse_intermixed_args()
     if args.record and not args.reference:
         sys.exit("--record needs --reference")
+    policy_server()
     names = args.names or sorted(f[:-9] for f in os.listdir(HERE) if f.endswith(".dialogue"))
     scenarios = [Scenario(f"{HERE}/{n}.dialogue") for n in names]
     files = {"local-users": LOCAL_USERS, "virtual": VIRTUAL, "vmailbox": VMAILBOX}
@@ -218,7 +298,7 @@ def main():
         ports.append(p)
         text = scn.master_lines(p[0], p[1], i)
         master += "".join(l + "\n" for l in scn.services)
-        master += text if args.reference else text.split("\n")[0] + "\n"
+        master += text if args.reference else "".join(l + "\n" for l in text.split("\n") if l and "ref-" not in l)
     inst = mailinstance.Instance(args.build, MAIN_CF, master, reference=args.reference,
                                  ref_programs=("smtpd", "cleanup") if args.reference else (),
                                  dns=open(f"{HERE}/zone").read(), files=files)
@@ -266,8 +346,13 @@ def main():
                 print(f"=== {scn.name}: {side} differs from {scn.name}.expected")
                 sys.stdout.writelines(l + "\n" for l in difflib.unified_diff(expected, got, "expected", side, lineterm="", n=2))
     finally:
-        if os.environ.get("KEEP_LOG"): print(inst.read_log())
-        inst.cleanup()
+        if os.environ.get("KEEP_LOG"):
+            print(inst.read_log())
+        if os.environ.get("KEEP_INSTANCE"):
+            inst.stop()
+            print("instance kept in", inst.root)
+        else:
+            inst.cleanup()
     if args.record:
         print(f"recorded {len(scenarios)} transcripts")
         return 0
