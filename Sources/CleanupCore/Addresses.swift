@@ -157,7 +157,8 @@ extension CleanupState {
         // before virtual expansion.
         let dsnOrcpt = pendingDSNOrcpt.isEmpty ? "rfc822;" + recipient : pendingDSNOrcpt
         func emit(_ r: String, notify: Int, type: RecordType = .recipient) {
-            let key = "\(dsnOrcpt)\n\(notify)\n\(original)\n\(r)"
+            // The duplicate filter folds case (been_here with BH_FLAG_FOLD).
+            let key = "\(dsnOrcpt)\n\(notify)\n\(original)\n\(r)".lowercased()
             if type == .recipient {
                 if duplicates.contains(key) { return }
                 if duplicates.count < settings.duplicateLimit || settings.duplicateLimit == 0 { duplicates.insert(key) }
@@ -191,10 +192,3 @@ extension CleanupState {
     }
 }
 
-/// DSN NOTIFY bits (global/dsn_mask.h).
-enum DSNNotify {
-    static let never = 1
-    static let success = 2
-    static let failure = 4
-    static let delay = 8
-}

@@ -83,13 +83,12 @@ public enum Cleanup {
         }
         if !sawEnd && state.status.isEmpty {
             // The client went away: nothing to answer.
-            Msg.warn("\(id): premature end-of-input on cleanup socket while reading input attribute")
+            Msg.debug("\(id): the client went away before the end of the message")
             unlink(path)
             return
         }
         var status = state.finish()
         if status.isEmpty && state.flags.contains(.discard) {
-            Msg.info("\(id): removed (discarded)")
             unlink(path)
         } else if !status.isEmpty {
             unlink(path)

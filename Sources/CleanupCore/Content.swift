@@ -11,18 +11,24 @@ final class ContentProcessor {
     unowned let state: CleanupState
     var settings: Settings { state.settings }
     var inHeaders = true
-    /// The logical header being assembled: its physical lines.
-    var pending: [[UInt8]] = []
-    var pendingSize = 0
-    /// A line split over 'L' records.
-    var partial: [UInt8] = []
     var hops = 0
     var utf8Seen = 0
     var seen = Set<String>()
     var resent = false
     var messageIDLogged = false
+    lazy var mime = MimeState(options: settings.mimeOptions, headerLimit: settings.headerSizeLimit,
+                              nestingLimit: settings.mimeNestingLimit, boundaryLimit: settings.mimeBoundaryLimit,
+                              headOut: { [unowned self] in self.header($0, $1, $2, $3) },
+                              headEnd: { [unowned self] in self.endOfHeaders() },
+                              bodyOut: { [unowned self] in self.body($0, $1, $2) },
+                              bodyEnd: {},
+                              errorOut: { [unowned self] in self.mimeError($0, $1) })
 
     init(_ state: CleanupState) { self.state = state }
+
+    /// CLEANUP_OUT_OK: nothing more is written or checked once the message is refused or
+    /// to be discarded.
+    var outputOK: Bool { state.status.isEmpty && !state.flags.contains(.discard) }
 
     // MARK: Records
 
@@ -33,25 +39,11 @@ final class ContentProcessor {
             if settings.replaceStrayCRLF {
                 for i in data.indices where data[i] == 0x0D || data[i] == 0x0A { data[i] = 0x20 }
             }
-            if !inHeaders && settings.bodyChecks == nil {
-                // The body is copied record by record.
-                state.out.put(r.type, data)
-                return
-            }
-            partial += data
-            if r.type == .normalText {
-                let line = partial
-                partial.removeAll(keepingCapacity: true)
-                self.line(line)
-            }
+            mime.update(r.type, data)
         case .padding:
             break
         case .extractedStart:
-            if !partial.isEmpty {
-                let line = partial
-                partial.removeAll()
-                self.line(line)
-            }
+            mime.update(nil, [])
             if inHeaders { endOfHeaders() }
             state.startExtracted()
         default:
@@ -59,44 +51,46 @@ final class ContentProcessor {
         }
     }
 
-    func line(_ line: [UInt8]) {
-        guard inHeaders else {
-            body(line)
-            return
+    /// One logical line of output, split into records as long lines are.
+    func put(_ line: some Collection<UInt8>) {
+        var bytes = Array(line)[...]
+        while bytes.count > settings.lineLimit {
+            state.out.put(.continuedText, bytes.prefix(settings.lineLimit))
+            bytes = bytes.dropFirst(settings.lineLimit)
         }
-        if let first = line.first, (first == 0x20 || first == 0x09), !pending.isEmpty {
-            if settings.headerSizeLimit <= 0 || pendingSize + line.count <= settings.headerSizeLimit {
-                pending.append(line)
-                pendingSize += line.count + 1
-            }
-            return
-        }
-        flushHeader()
-        if Self.headerName(line) != nil {
-            pending = [line]
-            pendingSize = line.count
-            return
-        }
-        endOfHeaders()
-        body(line)
+        state.out.put(.normalText, bytes)
     }
 
-    func body(_ line: [UInt8]) {
-        if let checks = settings.bodyChecks, !line.isEmpty {
+    func mimeError(_ error: MimeError, _ text: String) {
+        // An overlong header is cut, not refused.
+        guard error != .truncatedHeader else { return }
+        let origin = state.attributes[MailAttr.logMessageOrigin] ?? "none"
+        Msg.info("\(state.queueID): reject: mime-error \(error.text): \(String(text.prefix(100))) from \(origin); from=<\(state.sender)> to=<\(state.firstRecipient ?? "unknown")>")
+        if state.reason.isEmpty { state.reason = "5.6.0 message content rejected: \(error.text)" }
+        state.errors.insert(.content)
+    }
+
+    func body(_ type: RecordType, _ line: ArraySlice<UInt8>, _ offset: Int) {
+        if inHeaders { endOfHeaders() }
+        guard outputOK else { return }
+        if state.flags.contains(.filter), let checks = settings.bodyChecks,
+           settings.bodyChecksSizeLimit == 0 || offset < settings.bodyChecksSizeLimit {
             let text = String(decoding: line, as: UTF8.self)
             if let action = checks.find(text) {
-                switch apply(action, what: "body", text: text) {
+                switch apply(action, what: "body", text: text, map: "body_checks") {
                 case .keep: break
                 case .drop: return
                 case .replace(let new):
-                    state.out.put(.normalText, Array(new.utf8))
+                    state.out.put(type, Array(new.utf8))
                     return
                 }
+                guard outputOK else { return }
             } else if checks.error != nil {
                 state.lookupFailed("body_checks", "body line")
+                return
             }
         }
-        state.out.put(.normalText, line)
+        state.out.put(type, line)
     }
 
     // MARK: Headers
@@ -117,31 +111,37 @@ final class ContentProcessor {
     static let recipientHeaders: Set<String> = ["to", "cc", "bcc", "apparently-to", "resent-to", "resent-cc",
                                                 "resent-bcc"]
 
-    func flushHeader() {
-        guard !pending.isEmpty else { return }
-        var lines = pending
-        pending = []
-        pendingSize = 0
-        guard let name = Self.headerName(lines[0]) else { return }
-        let lower = name.lowercased()
-        let joined = lines.joined(separator: [0x0A]).map { $0 }
-        if state.flags.contains(.autoUTF8) && joined.contains(where: { $0 >= 0x80 }) { utf8Seen |= 2 }
-
-        if state.flags.contains(.filter), let checks = settings.headerChecks {
-            let text = String(decoding: joined, as: UTF8.self)
+    /// One logical header from the MIME parser (its physical lines joined by newlines).
+    func header(_ cls: MimeHeaderClass, _ info: HeaderInfo?, _ buffer: [UInt8], _ offset: Int) {
+        guard outputOK else { return }
+        var lines = buffer.split(separator: 0x0A, omittingEmptySubsequences: false).map(Array.init)
+        guard let name = info?.name ?? Self.headerName(lines[0]) else { return }
+        if state.flags.contains(.autoUTF8) && buffer.contains(where: { $0 >= 0x80 }) { utf8Seen |= 2 }
+        // MIME headers go to mime_header_checks wherever they are; other headers of body
+        // parts to mime_header_checks, of attached messages to nested_header_checks.
+        let isMIME = info?.isMIME ?? false
+        let (checks, mapName): (Maps?, String) = switch (cls, isMIME) {
+        case (.primary, false): (settings.headerChecks, "header_checks")
+        case (.nested, false): (settings.nestedHeaderChecks, "nested_header_checks")
+        default: (settings.mimeHeaderChecks, "mime_header_checks")
+        }
+        if state.flags.contains(.filter), let checks {
+            let text = String(decoding: buffer, as: UTF8.self)
             if let action = checks.find(text) {
-                switch apply(action, what: "header", text: text) {
+                switch apply(action, what: "header", text: text, map: mapName) {
                 case .keep: break
                 case .drop: return
                 case .replace(let new):
                     lines = [Array(new.utf8)]
                 }
+                guard outputOK else { return }
             } else if checks.error != nil {
-                state.lookupFailed("header_checks", name)
+                state.lookupFailed(mapName, name)
+                return
             }
         }
-        guard let cname = Self.headerName(lines[0]) else {
-            for l in lines { state.out.put(.normalText, l) }
+        guard cls == .primary, let cname = Self.headerName(lines[0]) else {
+            for l in lines { put(l) }
             return
         }
         let cl = cname.lowercased()
@@ -164,8 +164,7 @@ final class ContentProcessor {
         if (isSender || isRecipient), let rewritten = rewriteAddresses(lines, name: cname, sender: isSender) {
             lines = rewritten
         }
-        _ = lower
-        for l in lines { state.out.put(.normalText, l) }
+        for l in lines { put(l) }
     }
 
     /// The value of a logical header, unfolded, leading white space removed.
@@ -220,8 +219,9 @@ final class ContentProcessor {
     }
 
     func endOfHeaders() {
-        flushHeader()
+        guard inHeaders else { return }
         inHeaders = false
+        guard outputOK else { return }
         // Every legitimate client (smtpd, pickup, qmqpd, local, post_mail) adds one; a
         // stream without one is not from such a client (as the reference 3.7.11 does).
         if !seen.contains("received") {
@@ -293,7 +293,7 @@ final class ContentProcessor {
 
     enum Outcome { case keep, drop, replace(String) }
 
-    func apply(_ value: String, what: String, text: String) -> Outcome {
+    func apply(_ value: String, what: String, text: String, map: String) -> Outcome {
         let trimmed = value.trimmingSpaces()
         let cmdEnd = trimmed.firstIndex(where: { $0 == " " || $0 == "\t" }) ?? trimmed.endIndex
         let command = trimmed[..<cmdEnd].uppercased()
@@ -328,35 +328,35 @@ final class ContentProcessor {
             log("hold", optional)
             state.flags.insert(.hold)
         case "REDIRECT":
-            guard !optional.isEmpty else { return warnBad(value) }
+            guard !optional.isEmpty else { return warnBad(value, map) }
             log("redirect", optional)
             state.redirect = optional
         case "FILTER":
-            guard optional.contains(":") else { return warnBad(value) }
+            guard optional.contains(":") else { return warnBad(value, map) }
             log("filter", optional)
             state.filter = optional
         case "BCC":
-            guard !optional.isEmpty else { return warnBad(value) }
+            guard !optional.isEmpty else { return warnBad(value, map) }
             log("bcc", optional)
             if !state.hiddenRecipients.contains(optional) { state.hiddenRecipients.append(optional) }
         case "PREPEND":
-            guard Self.headerName(Array(optional.utf8)) != nil || what == "body" else { return warnBad(value) }
+            guard Self.headerName(Array(optional.utf8)) != nil || what == "body" else { return warnBad(value, map) }
             log("prepend", optional)
-            state.out.put(.normalText, optional)
+            put(Array(optional.utf8))
         case "REPLACE":
-            guard Self.headerName(Array(optional.utf8)) != nil || what == "body" else { return warnBad(value) }
+            guard Self.headerName(Array(optional.utf8)) != nil || what == "body" else { return warnBad(value, map) }
             log("replace", optional)
             return .replace(optional)
         case "DUNNO", "OK":
             break
         default:
-            return warnBad(value)
+            return warnBad(value, map)
         }
         return .keep
     }
 
-    func warnBad(_ value: String) -> Outcome {
-        Msg.warn("\(state.queueID): unknown command in header/body_checks: \(value)")
+    func warnBad(_ value: String, _ map: String) -> Outcome {
+        Msg.warn("unknown command in \(map) map: \(value)")
         return .keep
     }
 

@@ -54,7 +54,13 @@ final class Settings {
     let alwaysBcc: String
 
     let headerChecks: Maps?
+    let mimeHeaderChecks: Maps?
+    let nestedHeaderChecks: Maps?
     let bodyChecks: Maps?
+    let bodyChecksSizeLimit: Int
+    let mimeOptions: MimeOptions
+    let mimeNestingLimit: Int
+    let mimeBoundaryLimit: Int
     let masqueradeDomains: [String]
     let masqueradeExceptions: Set<String>
     let masqueradeClasses: MapClasses
@@ -112,7 +118,27 @@ final class Settings {
             return v.isEmpty ? nil : Maps(title: name, mapNames: v, flags: .lock)
         }
         headerChecks = maps("header_checks")
+        mimeHeaderChecks = maps("mime_header_checks")
+        nestedHeaderChecks = maps("nested_header_checks")
         bodyChecks = maps("body_checks")
+        bodyChecksSizeLimit = config.int("body_checks_size_limit")
+        var mime: MimeOptions = []
+        if config.bool("disable_mime_input_processing") {
+            mime.insert(.disableMIME)
+        } else {
+            let strict8 = config.bool("strict_8bitmime"), strict7h = config.bool("strict_7bit_headers")
+            let strict8b = config.bool("strict_8bitmime_body"), strictDomain = config.bool("strict_mime_encoding_domain")
+            if strict8 || strict7h { mime.insert(.report8BitInHeader) }
+            if strict8 || strict8b { mime.insert(.report8BitIn7BitBody) }
+            if strictDomain { mime.insert(.reportEncodingDomain) }
+            if strict8 || strict7h || strict8b || strictDomain || headerChecks != nil || mimeHeaderChecks != nil
+                || nestedHeaderChecks != nil {
+                mime.insert(.reportNesting)
+            }
+        }
+        mimeOptions = mime
+        mimeNestingLimit = config.int("mime_nesting_limit")
+        mimeBoundaryLimit = config.int("mime_boundary_length_limit")
         masqueradeDomains = config.list("masquerade_domains")
         masqueradeExceptions = Set(config.list("masquerade_exceptions").map { $0.lowercased() })
         masqueradeClasses = MapClasses(config, "masquerade_classes")

@@ -1,6 +1,8 @@
 // MailTrigger: fire-and-forget wakeups of trigger servers (qmgr, pickup, flush).
-// Mirrors Postfix global/mail_trigger.c with util/unix_trigger.c: connect, write the
-// request bytes, close; a server that is not running is not an error for the caller.
+// Mirrors Postfix global/mail_trigger.c with util/unix_trigger.c and fifo_trigger.c:
+// the service is looked up first (a FIFO or a UNIX socket), the request bytes are
+// written, and the connection is closed; a service that is not running is reported but
+// is not an error for the caller.
 import Glibc
 import MailUtil
 
@@ -13,11 +15,30 @@ public enum MailTrigger {
     public static func send(serviceClass: String, service: String, _ bytes: [UInt8] = [wakeup],
                             timeout: Int = 10) -> Bool {
         let path = "\(serviceClass)/\(service)"
-        guard let fd = try? UnixSocket.connect(path, timeout: timeout) else {
-            Msg.debug("trigger \(path): cannot connect")
+        var st = stat()
+        if stat(path, &st) < 0 {
+            Msg.warn("unable to look up \(path): \(errnoText(errno))")
             return false
         }
-        defer { close(fd) }
-        return writeAll(fd, bytes)
+        switch st.st_mode & S_IFMT {
+        case S_IFIFO:
+            let fd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC)
+            if fd < 0 {
+                Msg.debug("trigger \(path): \(errnoText(errno))")
+                return false
+            }
+            defer { close(fd) }
+            return writeAll(fd, bytes)
+        case S_IFSOCK:
+            guard let fd = try? UnixSocket.connect(path, timeout: timeout) else {
+                Msg.debug("trigger \(path): cannot connect")
+                return false
+            }
+            defer { close(fd) }
+            return writeAll(fd, bytes)
+        default:
+            Msg.warn("\(path) is not a socket or a fifo")
+            return false
+        }
     }
 }

@@ -86,6 +86,8 @@ extension Session {
     /// mail_reset and rcpt_reset: the transaction ends; an unfinished queue file is
     /// dropped by closing the cleanup connection before its end record.
     func abortTransaction() {
+        // What was sent so far reaches cleanup (which drops it at the missing end record).
+        try? cleanup?.stream.flush()
         cleanup = nil
         queueID = nil
         sender = nil
@@ -203,6 +205,8 @@ extension Session {
         }
         if status == 0 {
             reply("250 2.0.0 Ok: \(bdatText)queued as \(id)")
+            // Errors before a message that went through are not worth a notice.
+            errorMask = []
             chatReset(s.historyThreshold)
             return true
         }
@@ -282,8 +286,11 @@ extension Session {
             var bytes = line.bytes[...]
             let type: RecordType = line.ending == .none && line.overflow ? .continuedText : .normalText
             if prevType != .continuedText, bytes.first == UInt8(ascii: ".") {
-                if bytes.count == 1 && type == .normalText && (!strict || (line.ending == .crlf && prevCRLF)) {
-                    break
+                if bytes.count == 1 && type == .normalText {
+                    if !strict || (line.ending == .crlf && prevCRLF) { break }
+                    // A lone dot next to a bare LF ends nothing and is dropped.
+                    prevCRLF = line.ending == .crlf
+                    continue
                 }
                 bytes = bytes.dropFirst()
             }
@@ -350,16 +357,17 @@ extension Session {
                 piece = try stream.read(upTo: min(left, 65536))
             } catch StreamError.timeout {
                 reason = "timeout"
+                cleanup = nil
                 reply("421 4.4.2 \(s.myhostname) Error: timeout exceeded")
                 return false
             } catch {
-                reason = "lost connection"
-                done = true
-                return false
+                piece = []
             }
             if piece.isEmpty {
                 reason = "lost connection"
                 done = true
+                // An unfinished chunk never reaches cleanup.
+                cleanup = nil
                 return false
             }
             left -= piece.count

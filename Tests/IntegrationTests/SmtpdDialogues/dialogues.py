@@ -35,6 +35,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "..", "Support"))
 import mailinstance  # noqa: E402
 
 MAIN_CF = """myhostname = mx.example.com
+mail_name = Postfix
 mydomain = example.com
 mydestination = $myhostname, localhost.$mydomain, localhost
 mynetworks = 127.0.0.1/32
@@ -164,12 +165,11 @@ class Scenario:
 
     def master_lines(self, port_ours, port_ref, index):
         common = self.options_text(self.options)
-        ours_cleanup, ref_cleanup = "cleanup", "refcleanup"
-        lines = ""
-        if self.cleanup_options:
-            c = self.options_text(self.cleanup_options)
-            ours_cleanup, ref_cleanup = f"{self.name}-cleanup", f"{self.name}-refcleanup"
-            lines += f"{ours_cleanup} unix n - n - 0 cleanup {c}\n{ref_cleanup} unix n - n - 0 ref-cleanup {c}\n"
+        # Each side has cleanup services of its own, logging under the scenario's tag.
+        c = self.options_text(self.cleanup_options)
+        ours_cleanup, ref_cleanup = f"{self.name}-cleanup", f"{self.name}-refcleanup"
+        lines = (f"{ours_cleanup} unix n - n - 0 cleanup -o syslog_name=postfix/t{index}a {c}\n"
+                 f"{ref_cleanup} unix n - n - 0 ref-cleanup -o syslog_name=postfix/t{index}b {c}\n")
         return lines + (f"127.0.0.1:{port_ours} inet n - n - - smtpd -o syslog_name=postfix/t{index}a "
                         f"-o cleanup_service_name={ours_cleanup} {common}\n"
                         f"127.0.0.1:{port_ref} inet n - n - - ref-smtpd -o syslog_name=postfix/t{index}b "
@@ -239,6 +239,9 @@ def converse(scn, port):
 
 
 QUEUED_AS = re.compile(r"queued as [0-9A-Za-z]+")
+QUEUED_ID = re.compile(r"queued as ([0-9A-Za-z]+)")
+DATE = re.compile(r"\w{3}, [ \d]\d \w{3} \d{4} \d\d:\d\d:\d\d [+-]\d{4} \(\w+\)")
+GENERATED_ID = re.compile(r"<\d{14}\.")
 INSTANCE_DIR = re.compile(r"/tmp/swallow-inst-[^/]+/files")
 LOG_ID = re.compile(r"\b[0-9A-F]{8,}\b")
 
@@ -248,9 +251,11 @@ def normalise(lines):
     out = []
     for line in lines:
         line = QUEUED_AS.sub("queued as QUEUEID", line)
-        if line.startswith("log: "):
+        if line.startswith("log: ") or line.startswith("clog: ") or line.startswith("q: "):
             line = LOG_ID.sub("QUEUEID", line)
             line = INSTANCE_DIR.sub("@DIR@", line)
+            line = DATE.sub("DATE", line)
+            line = GENERATED_ID.sub("<DATETIME.", line)
         elif line.startswith("< (error: "):
             line = "< (closed)"
         out.append(line)
@@ -258,18 +263,57 @@ def normalise(lines):
 
 
 def log_lines(inst, tag, deadline):
-    pattern = re.compile(r"^\S+\s+\d+ [\d:]+ \S+ postfix/" + tag + r"/(?:ref-)?smtpd\[\d+\]: (.*)$")
+    """smtpd's lines ("log:"), then cleanup's ("clog:"), each in their own order."""
+    pattern = re.compile(r"^\S+\s+\d+ [\d:]+ \S+ postfix/" + tag + r"/(?:ref-)?(smtpd|cleanup)\[\d+\]: (.*)$")
     while True:
-        lines = [m.group(1) for m in map(pattern.match, inst.read_log().split("\n")) if m]
-        if any(l.startswith("disconnect from ") for l in lines) or time.time() > deadline:
-            return ["log: " + l for l in lines]
+        found = [m.groups() for m in map(pattern.match, inst.read_log().split("\n")) if m]
+        smtpd = [t for p, t in found if p == "smtpd"]
+        if any(l.startswith("disconnect from ") for l in smtpd) or time.time() > deadline:
+            return ["log: " + l for l in smtpd] + ["clog: " + t for p, t in found if p == "cleanup"]
         time.sleep(0.05)
+
+
+def queue_file(inst, queue_id):
+    """The records of a queue file, one line each; what varies from run to run is masked."""
+    for q in ("incoming", "hold"):
+        path = f"{inst.queue}/{q}/{queue_id}"
+        if os.path.exists(path):
+            break
+    else:
+        return [f"q: {queue_id} (not in incoming or hold)"]
+    data = open(path, "rb").read()
+    out, i = [f"q: ({q})"], 0
+    while i < len(data):
+        kind = chr(data[i])
+        i += 1
+        length, shift = 0, 0
+        while i < len(data):
+            b = data[i]
+            i += 1
+            length |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                break
+        text = data[i:i + length].decode("utf-8", "replace")
+        i += length
+        if kind == "C":
+            f = text.split()
+            text = f"recipients={f[2]} flags={f[3]} sendopts={f[5] if len(f) > 5 else ''}"
+        elif kind == "T" or (kind == "A" and text.split("=")[0] in ("create_time", "log_client_port", "client_port", "server_port")):
+            text = text.split("=")[0] + "=(varies)" if kind == "A" else "(time)"
+        out.append(f"q: {kind} {text.encode('unicode_escape').decode('ascii')}")
+    return out
 
 
 def transcript(inst, scn, port, tag):
     replies = converse(scn, port)
     logs = log_lines(inst, tag, time.time() + 20)
-    return normalise(replies + logs)
+    files = []
+    for line in replies:
+        m = QUEUED_ID.search(line)
+        if m and line.startswith("< 250"):
+            files += queue_file(inst, m.group(1))
+    return normalise(replies + logs + files)
 
 
 def main():
@@ -289,8 +333,6 @@ def main():
               "rewrite unix - - n - - trivial-rewrite\n"
               "proxymap unix - - n - - proxymap\n"
               "postlog unix-dgram n - n - 1 postlogd\n")
-    if args.reference:
-        master += "refcleanup unix n - n - 0 ref-cleanup\n"
     ports = []
     for i, scn in enumerate(scenarios):
         files.update(scn.files)
@@ -304,7 +346,7 @@ def main():
                                  dns=open(f"{HERE}/zone").read(), files=files)
     failures = []
     try:
-        inst.start(wait_for="public/cleanup")
+        inst.start(wait_for=f"public/{scenarios[-1].name}-cleanup")
         results = {}
 
         def run(i, scn):
