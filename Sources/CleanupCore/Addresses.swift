@@ -29,19 +29,41 @@ extension CleanupState {
         return address + ext
     }
 
-    /// One-to-one mapping (canonical tables); returns the new address or the old one.
-    func map11(_ address: String, _ map: AddressMap) -> String {
+    /// mail_addr_map_internal: the addresses a table maps `address` to, each in canonical
+    /// form; a result "@domain" keeps the local part. nil when the table has no entry (or
+    /// failed: see the table's error).
+    func mapAddress(_ address: String, _ finder: MailAddrFinder, propagate: Bool) -> [String]? {
         var ext: String?
-        guard let value = map.finder.find(address, extension: &ext) else {
-            if map.finder.maps.error != nil { lookupFailed(map.title, address) }
-            return address
+        guard var value = finder.find(address, extension: &ext) else { return nil }
+        if value.hasPrefix("@") {
+            var local = address.lastIndex(of: "@").map { String(address[..<$0]) } ?? address
+            if let ext, !ext.isEmpty, local.hasSuffix(ext) { local = String(local.dropLast(ext.count)) }
+            value = Quote822.quote822(local) + value
         }
-        let list = Address822.internalAddresses(value)
-        guard let first = list.first else { return address }
-        if list.count > 1 {
-            Msg.warn("\(queueID): multi-valued \(map.title) entry for \(address)")
+        return Address822.internalAddresses(value).map { target in
+            let canonical = target.isEmpty ? target : rewrite(target, rule: MailAttr.rewriteLocal)
+            return withExtension(canonical, ext, propagate: propagate)
         }
-        return withExtension(first, ext, propagate: settings.propagateCanonical)
+    }
+
+    /// cleanup_map11: one-to-one mapping (canonical tables), repeated until the address
+    /// maps to itself or to nothing (at most 10 times).
+    func map11(_ address: String, _ map: AddressMap) -> String {
+        var a = address
+        for _ in 0..<10 {
+            guard let list = mapAddress(a, map.finder, propagate: settings.propagateCanonical) else {
+                if map.finder.maps.error != nil { lookupFailed(map.title, a) }
+                return a
+            }
+            guard let first = list.first else { return a }
+            if list.count > 1 { Msg.warn("\(queueID): multi-valued \(map.title) entry for \(a)") }
+            let same = first.lowercased() == a.lowercased()
+            a = first
+            if same { return a }
+        }
+        Msg.warn("\(queueID): unreasonable \(map.title) map nesting for \(a) -- message not accepted, try again later")
+        errors.insert(.write)
+        return a
     }
 
     /// Sender or recipient through the canonical tables for class `cls`.
@@ -78,54 +100,80 @@ extension CleanupState {
         return address
     }
 
-    /// One-to-many virtual alias expansion, with Postfix's recursion and size limits.
-    func expandVirtual(_ address: String, _ finder: MailAddrFinder) -> [String] {
-        var out: [String] = []
-        var seen = Set<String>()
-        func expand(_ addr: String, depth: Int) {
-            if errors.contains(.write) { return }
-            if depth > settings.virtualRecursionLimit {
-                Msg.warn("\(queueID): unreasonable virtual_alias_maps map nesting for \(address) -- message not accepted, try again later")
-                errors.insert(.write)
-                return
-            }
-            if out.count >= settings.virtualExpansionLimit {
-                Msg.warn("\(queueID): unreasonable virtual_alias_maps map expansion size for \(address) -- message not accepted, try again later")
-                errors.insert(.write)
-                return
-            }
-            var ext: String?
-            guard let value = finder.find(addr, extension: &ext) else {
-                if finder.maps.error != nil { lookupFailed("virtual_alias_maps", addr) }
-                else { out.append(addr) }
-                return
-            }
-            for target in Address822.internalAddresses(value) {
-                let t = withExtension(target, ext, propagate: settings.propagateVirtual)
-                if t.lowercased() == addr.lowercased() {
-                    if !out.contains(t) { out.append(t) }
-                    continue
-                }
-                if !seen.insert(t.lowercased()).inserted { continue }
-                expand(t, depth: depth + 1)
-            }
-        }
-        seen.insert(address.lowercased())
-        expand(address, depth: 0)
-        if errors.contains(.write) { return [] }
-        return out
+    /// The reply when an alias cannot be expanded (a loop, or too many addresses).
+    func aliasExpansionError(_ why: String, _ address: String) {
+        Msg.warn("\(queueID): unreasonable virtual_alias_maps map \(why) for \(address) -- message not accepted, try again later")
+        errors.insert(.deferred)
+        reason = "4.6.0 Alias expansion error"
     }
 
-    /// BCC recipients for the sender or a recipient (sender_bcc_maps, recipient_bcc_maps).
+    /// cleanup_map1n: one-to-many virtual alias expansion. Each address is looked up
+    /// again until it maps to nothing or to itself (allowed once), within
+    /// virtual_alias_recursion_limit and virtual_alias_expansion_limit.
+    func expandVirtual(_ address: String, _ finder: MailAddrFinder) -> [String]? {
+        var argv = [address]
+        var selfExpanded = Set<String>()
+        var arg = 0
+        while arg < argv.count {
+            if argv.count > settings.virtualExpansionLimit {
+                aliasExpansionError("expansion size", address)
+                return nil
+            }
+            var count = 0
+            while true {
+                if selfExpanded.contains(argv[arg].lowercased()) { break }
+                if count >= settings.virtualRecursionLimit {
+                    aliasExpansionError("nesting", address)
+                    return nil
+                }
+                count += 1
+                guard let lookup = mapAddress(argv[arg], finder, propagate: settings.propagateVirtual) else {
+                    if finder.maps.error != nil {
+                        lookupFailed("virtual_alias_maps", argv[arg])
+                        return nil
+                    }
+                    break
+                }
+                let lhs = argv[arg]
+                for (i, target) in lookup.enumerated() {
+                    if i == 0 { argv[arg] = target } else { argv.append(target) }
+                    // An address may expand into itself, once.
+                    if target.lowercased() == lhs.lowercased() { selfExpanded.insert(lhs.lowercased()) }
+                }
+                if lookup.isEmpty { break }
+            }
+            arg += 1
+        }
+        return argv
+    }
+
+    /// A BCC recipient from sender_bcc_maps or recipient_bcc_maps, written right away in
+    /// the local rewriting context, never notified about (cleanup_addr_bcc).
     func bccFor(_ address: String, _ finder: MailAddrFinder?) {
         guard flags.contains(.bccOK), !address.isEmpty, let finder else { return }
         guard let value = finder.find(address) else {
-            if finder.maps.error != nil { lookupFailed(finder.maps.title, address) }
+            if finder.maps.error != nil {
+                Msg.warn("\(queueID): \(finder.maps.title) map lookup problem -- message not accepted, try again later")
+                errors.insert(.write)
+            }
             return
         }
-        for a in Address822.internalAddresses(value) where !hiddenRecipients.contains(a) {
-            hiddenRecipients.append(a)
+        for a in Address822.internalAddresses(value) { outputBcc(a) }
+    }
+
+    func outputBcc(_ raw: String) {
+        var a = rewrite(raw, rule: MailAttr.rewriteLocal)
+        if flags.contains(.mapOK) {
+            if let m = settings.recipientCanonical, m.classes.contains(.envelopeRecipient) { a = map11(a, m) }
+            if let m = settings.canonical, m.classes.contains(.envelopeRecipient) { a = map11(a, m) }
+            if !settings.masqueradeDomains.isEmpty && settings.masqueradeClasses.contains(.envelopeRecipient) {
+                a = masquerade(a)
+            }
         }
+        pendingNotify = DSNNotify.never
+        pendingDSNOrcpt = ""
+        outputRecipient(a, original: raw, bcc: true)
+        resetRecipientState()
     }
 
     /// The envelope sender (cleanup_addr_sender).
@@ -137,7 +185,6 @@ extension CleanupState {
             if a.lowercased() == canon.lowercased() { a = "" }
         }
         if !a.isEmpty { a = canonicalize(a, sender: true, .envelopeSender) }
-        bccFor(a, settings.senderBcc)
         return a
     }
 
@@ -150,19 +197,20 @@ extension CleanupState {
         bccFor(a, settings.recipientBcc)
     }
 
-    /// Writes a recipient after virtual expansion and duplicate elimination.
-    func outputRecipient(_ recipient: String, original: String) {
-        let notify = pendingNotify
-        // Without one from the client, the DSN original recipient is the address
-        // before virtual expansion.
-        let dsnOrcpt = pendingDSNOrcpt.isEmpty ? "rfc822;" + recipient : pendingDSNOrcpt
-        func emit(_ r: String, notify: Int, type: RecordType = .recipient) {
+    /// Writes a recipient after virtual expansion and duplicate elimination
+    /// (cleanup_out_recipient).
+    func outputRecipient(_ recipient: String, original: String, bcc: Bool = false) {
+        var notify = pendingNotify
+        // Without one from the client, the DSN original recipient is the canonical address
+        // (BCC recipients have none).
+        let dsnOrcpt = bcc ? "" : pendingDSNOrcpt.isEmpty ? "rfc822;" + recipient : pendingDSNOrcpt
+        // (enable_original_recipient does not concern cleanup in Postfix 3.7.)
+        let orcpt = original
+        func emit(_ r: String) {
             // The duplicate filter folds case (been_here with BH_FLAG_FOLD).
-            let key = "\(dsnOrcpt)\n\(notify)\n\(original)\n\(r)".lowercased()
-            if type == .recipient {
-                if duplicates.contains(key) { return }
-                if duplicates.count < settings.duplicateLimit || settings.duplicateLimit == 0 { duplicates.insert(key) }
-            }
+            let key = "\(dsnOrcpt)\n\(notify)\n\(orcpt)\n\(r)".lowercased()
+            if duplicates.contains(key) { return }
+            if duplicates.count < settings.duplicateLimit || settings.duplicateLimit == 0 { duplicates.insert(key) }
             if firstRecipientOffset == nil {
                 firstRecipientOffset = out.offset
                 if settings.delayWarning > 0 && !sender.isEmpty && !warnSeen {
@@ -171,24 +219,32 @@ extension CleanupState {
             }
             if notify != 0 { out.attribute(MailAttr.dsnNotifyFlags, String(notify)) }
             if !dsnOrcpt.isEmpty { out.attribute(MailAttr.dsnOriginalRecipient, dsnOrcpt) }
-            if settings.originalRecipient { out.put(.originalRecipient, original) }
-            out.put(type, r)
-            notifyUnion |= notify
+            out.put(.originalRecipient, orcpt)
+            out.put(.recipient, r)
+            if !bcc { notifyUnion |= notify }
             recipientCount += 1
             if firstRecipient == nil { firstRecipient = r }
         }
-        if flags.contains(.mapOK), let va = settings.virtualAlias {
-            let list = expandVirtual(recipient, va)
-            if errors.contains(.write) { return }
-            var n = notify
-            if notify & DSNNotify.success != 0 && (list.count > 1 || list.first != recipient) {
-                emit(recipient, notify: notify, type: .doneRecipient)
-                n = notify == DSNNotify.success ? DSNNotify.never : notify & ~DSNNotify.success
+        guard flags.contains(.mapOK), let va = settings.virtualAlias else {
+            emit(recipient)
+            return
+        }
+        guard let list = expandVirtual(recipient, va) else { return }
+        // An expanded recipient that asked for success notices gets one now ("expanded").
+        if notify & DSNNotify.success != 0 && (list.count > 1 || list.first != recipient) {
+            let r = RecipientInfo(originalRecipient: orcpt, address: recipient, dsnOriginalRecipient: dsnOrcpt, notify: notify)
+            let d = DeliveryStatus(status: "2.0.0", action: "expanded", reason: "alias expanded")
+            if BounceClient.traceAppend(flags: BounceFlags.clean.rawValue, queueID: queueID, recipient: r, relay: "none",
+                                        status: d, config: settings.config) != 0 {
+                Msg.warn("\(queueID): trace logfile update error")
+                errors.insert(.write)
             }
-            for r in list { emit(r, notify: n) }
-        } else {
-            emit(recipient, notify: notify)
+            notify = notify == DSNNotify.success ? DSNNotify.never : notify & ~DSNNotify.success
+        }
+        var done: [String] = []
+        for r in list where !done.contains(r) {
+            done.append(r)
+            emit(r)
         }
     }
 }
-

@@ -55,7 +55,8 @@ public enum Cleanup {
             unlink(path)
             return
         }
-        let flags = requested.overridden(by: ctx.config.list("receive_override_options"))
+        // receive_override_options is the client's business (smtpd, pickup, qmqpd).
+        let flags = requested
         let state = CleanupState(settings: settings, out: out, queueID: id, flags: flags)
 
         // Records until the end record; after an error the rest is read and dropped so the

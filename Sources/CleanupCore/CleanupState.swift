@@ -119,6 +119,7 @@ final class CleanupState {
             senderSeen = true
             sender = processSender(r.text)
             out.put(.sender, sender)
+            bccFor(sender, settings.senderBcc)
         case .recipient, .doneRecipient:
             guard checkBeforeRecipient() else { return }
             inRecipients = true
@@ -272,18 +273,16 @@ final class CleanupState {
 
     func finishExtracted() {
         // Hidden recipients (always_bcc and the BCC tables) come after the visible ones.
-        if flags.contains(.bccOK) && !settings.alwaysBcc.isEmpty {
-            let a = rewrite(settings.alwaysBcc, rule: MailAttr.rewriteLocal)
-            if !hiddenRecipients.contains(a) { hiddenRecipients.append(a) }
-        }
-        for h in hiddenRecipients {
-            pendingNotify = DSNNotify.never
-            pendingOriginal = h
-            outputRecipient(h, original: h)
-            resetRecipientState()
+        if flags.contains(.bccOK) && !settings.alwaysBcc.isEmpty && !hiddenRecipients.contains(settings.alwaysBcc) {
+            hiddenRecipients.append(settings.alwaysBcc)
         }
         if let f = filter { out.put(.filter, f) }
         if let r = redirect { out.put(.redirect, r) }
+        // A Content-Transfer-Encoding of 8bit is noted for the delivery agents.
+        if content.eightBitDeclared {
+            out.attribute(MailAttr.encoding, MailAttr.encoding8bit)
+        }
+        for h in hiddenRecipients { outputBcc(h) }
         out.put(.end, [])
         phase = .done
     }

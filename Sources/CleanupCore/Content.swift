@@ -16,6 +16,8 @@ final class ContentProcessor {
     var seen = Set<String>()
     var resent = false
     var messageIDLogged = false
+    /// A Content-Transfer-Encoding header said 8bit or binary.
+    var eightBitDeclared = false
     lazy var mime = MimeState(options: settings.mimeOptions, headerLimit: settings.headerSizeLimit,
                               nestingLimit: settings.mimeNestingLimit, boundaryLimit: settings.mimeBoundaryLimit,
                               headOut: { [unowned self] in self.header($0, $1, $2, $3) },
@@ -66,7 +68,7 @@ final class ContentProcessor {
         guard error != .truncatedHeader else { return }
         let origin = state.attributes[MailAttr.logMessageOrigin] ?? "none"
         Msg.info("\(state.queueID): reject: mime-error \(error.text): \(String(text.prefix(100))) from \(origin); from=<\(state.sender)> to=<\(state.firstRecipient ?? "unknown")>")
-        if state.reason.isEmpty { state.reason = "5.6.0 message content rejected: \(error.text)" }
+        if state.reason.isEmpty { state.reason = "5.6.0 \(error.text)" }
         state.errors.insert(.content)
     }
 
@@ -117,6 +119,10 @@ final class ContentProcessor {
         var lines = buffer.split(separator: 0x0A, omittingEmptySubsequences: false).map(Array.init)
         guard let name = info?.name ?? Self.headerName(lines[0]) else { return }
         if state.flags.contains(.autoUTF8) && buffer.contains(where: { $0 >= 0x80 }) { utf8Seen |= 2 }
+        if info?.kind == .contentTransferEncoding {
+            let v = headerValue(lines).lowercased()
+            if v.hasPrefix("8bit") || v.hasPrefix("binary") { eightBitDeclared = true }
+        }
         // MIME headers go to mime_header_checks wherever they are; other headers of body
         // parts to mime_header_checks, of attached messages to nested_header_checks.
         let isMIME = info?.isMIME ?? false
@@ -200,14 +206,15 @@ final class ContentProcessor {
         return fold(name, text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init))
     }
 
-    /// Joins address list pieces into header lines of at most 78 characters where possible.
+    /// Joins address list pieces into header lines, breaking after commas.
     func fold(_ name: String, _ pieces: [String]) -> [[UInt8]] {
         var lines: [String] = []
         var cur = name + ":"
         for p in pieces {
             let piece = p.trimmingSpaces()
             if piece.isEmpty { continue }
-            if cur.utf8.count + 1 + piece.utf8.count > 78 && cur != name + ":" {
+            // cleanup_fold_header: pieces are joined while the line stays under 70 bytes.
+            if cur.utf8.count + 1 + piece.utf8.count >= 70 && cur != name + ":" {
                 lines.append(cur)
                 cur = "\t" + piece
             } else {

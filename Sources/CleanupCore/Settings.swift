@@ -82,7 +82,6 @@ final class Settings {
     let myhostname: String
     let myorigin: String
     let emptyRecipient: String
-    let originalRecipient: Bool
     let virtualRecursionLimit: Int
     let virtualExpansionLimit: Int
     let replaceStrayCRLF: Bool
@@ -161,7 +160,6 @@ final class Settings {
         myhostname = config.string("myhostname")
         myorigin = config.string("myorigin")
         emptyRecipient = config.string("empty_address_recipient")
-        originalRecipient = config.bool("enable_original_recipient")
         virtualRecursionLimit = config.int("virtual_alias_recursion_limit")
         virtualExpansionLimit = config.int("virtual_alias_expansion_limit")
         replaceStrayCRLF = config.bool("cleanup_replace_stray_cr_lf")

@@ -206,7 +206,7 @@ public final class MimeState {
             if !buffer.isEmpty {
                 if isText {
                     if prevType == .continuedText {
-                        if buffer.count < headerLimit {
+                        if buffer.count + text.count <= headerLimit {
                             buffer += text
                         } else if options.contains(.reportTruncatedHeader) {
                             report(.truncatedHeader, buffer)
@@ -215,7 +215,7 @@ public final class MimeState {
                         return
                     }
                     if let f = text.first, f == 0x20 || f == 0x09 {
-                        if buffer.count < headerLimit {
+                        if buffer.count + 1 + text.count <= headerLimit {
                             buffer.append(0x0A)
                             buffer += text
                         } else if options.contains(.reportTruncatedHeader) {

@@ -36,6 +36,8 @@ enum Rewriter {
     /// Rewrites the tokens of one address in place (rewrite_tree).
     static func rewrite(_ a: inout AddressTokens, _ ctx: RewriteContext, _ s: RewriteSettings) {
         if a.tokens.isEmpty { return }
+        // An empty quoted string is the null address, and stays as it is.
+        if a.tokens.count == 1 && a.tokens[0].type == Tok822.Kind.quotedString && a.tokens[0].text.isEmpty { return }
         // A lone "@" is the null address.
         if a.tokens.count == 1 && a.tokens[0].type == AddressTokens.at {
             a.tokens = []
