@@ -248,6 +248,61 @@ struct SmtpdTests {
         inst.expectLog("warning: non-SMTP command from localhost[127.0.0.1]: GET / HTTP/1.0")
     }
 
+    /// Real SMTP clients: swaks (with PIPELINING and a DSN request) and Python's smtplib
+    /// (SMTPUTF8, BDAT-less 8BITMIME, several recipients) get their mail queued whole.
+    @Test func realClientsSwaksAndSmtplib() throws {
+        let port = freePort()
+        let inst = try instance(port: port)
+        func queuedFiles() -> [String] {
+            ((try? FileManager.default.contentsOfDirectory(atPath: inst.queueDirectory + "/incoming")) ?? []).sorted()
+        }
+        if FileManager.default.isExecutableFile(atPath: "/usr/bin/swaks") {
+            let r = Instance.run("/usr/bin/swaks", ["--server", "127.0.0.1", "--port", String(port), "--pipeline",
+                                                   "--from", "sender@example.org", "--to", "alice@test.example.com",
+                                                   "--helo", "swaks.example.org", "--header", "Subject: from swaks",
+                                                   "--body", "swaks body line"])
+            #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+            #expect(r.stdout.contains("<-  250 2.0.0 Ok: queued as "), "\(r.stdout)")
+            let id = try #require(queuedFiles().first)
+            let texts = queueFile(inst, id).map { "\($0.type)\($0.text)" }
+            #expect(texts.contains("Ssender@example.org"))
+            #expect(texts.contains("Ralice@test.example.com"))
+            #expect(texts.contains("NSubject: from swaks"))
+            #expect(texts.contains("Nswaks body line"))
+            #expect(texts.last == "E")
+            inst.expectLog("disconnect from localhost[127.0.0.1] ehlo=1 mail=1 rcpt=1 data=1 quit=1 commands=5")
+        } else {
+            print("skipped swaks: /usr/bin/swaks is not installed")
+        }
+        let script = """
+        import smtplib, sys
+        c = smtplib.SMTP("127.0.0.1", \(port))
+        c.ehlo("python.example.org")
+        assert c.has_extn("pipelining") and c.has_extn("smtputf8") and c.has_extn("chunking")
+        msg = "Subject: from smtplib\\r\\nFrom: j\u{f6}rg@example.org\\r\\n\\r\\ncaf\u{e9} body\\r\\n"
+        refused = c.sendmail("j\u{f6}rg@example.org", ["alice@test.example.com", "bob@test.example.com", "nobody@test.example.com"],
+                             msg.encode("utf-8"), mail_options=["SMTPUTF8", "BODY=8BITMIME"])
+        print(sorted(refused.items()))
+        c.quit()
+        """
+        let path = inst.root + "/client.py"
+        try script.write(toFile: path, atomically: true, encoding: .utf8)
+        let before = Set(queuedFiles())
+        let r = Instance.run("/usr/bin/python3", [path])
+        #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+        #expect(r.stdout.contains("nobody@test.example.com"), "the unknown user is refused: \(r.stdout)")
+        let id = try #require(Set(queuedFiles()).subtracting(before).first)
+        let texts = queueFile(inst, id).map { "\($0.type)\($0.text)" }
+        #expect(texts.contains("Sj\u{f6}rg@example.org"))
+        #expect(texts.contains("Ralice@test.example.com") && texts.contains("Rbob@test.example.com"))
+        #expect(!texts.contains("Rnobody@test.example.com"))
+        #expect(texts.contains("Aencoding=8bit"))
+        #expect(texts.contains("Ncaf\u{e9} body"))
+        #expect(texts.contains("N\tby test.example.com (Swallow) with UTF8SMTP id \(id);"))
+        let size = queueFile(inst, id)[0].text.split(separator: " ").compactMap { Int($0) }
+        #expect(size.count == 6 && size[5] & 1 == 1, "SMTPUTF8 is in the queue file's send options")
+    }
+
     /// A session with a software error (a restriction the server does not know) sends the
     /// postmaster its transcript (notify_classes = resource, software).
     @Test func postmasterGetsTheTranscriptOfAFailedSession() throws {
