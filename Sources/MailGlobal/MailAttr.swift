@@ -96,7 +96,7 @@ public enum MailAttr {
     public static let dsnRetFlags = "ret_flags"
     public static let dsnNotifyFlags = "notify_flags"
     public static let dsnOriginalRecipient = "dsn_orig_rcpt"
-    public static let sendOptions = "sendopts"
+    public static let sendOptions = "smtputf8"  // Postfix 3.7; renamed "sendopts" in 3.10
     public static let serverName = "server_name"
 }
 

@@ -55,6 +55,7 @@ public final class PostMail {
         try client.stream.write(out)
         try line("Received: by \(config.string("myhostname")) (\(config.string("mail_name")))")
         try line("\tid \(queueID); \(MailDate.format(t.tv_sec))")
+        try line("Date: \(MailDate.format(t.tv_sec))")
     }
 
     /// One line of content (split into records as long lines are).
@@ -62,6 +63,20 @@ public final class PostMail {
         var out: [UInt8] = []
         RecordCodec.appendText(&out, Array(text.utf8), limit: lineLimit)
         try client.stream.write(out)
+    }
+
+    /// One content record as it is (text with its line structure kept).
+    public func record(_ r: Record) throws {
+        var out: [UInt8] = []
+        RecordCodec.append(&out, r.type, r.data)
+        try client.stream.write(out)
+    }
+
+    /// Gives up on the message: what was sent goes to cleanup, which then sees the
+    /// connection end before the end of the message and drops the file.
+    public func abort() {
+        try? client.stream.flush()
+        shutdown(client.stream.fd, Int32(SHUT_RDWR))
     }
 
     /// Ends the message; returns cleanup's status (0: queued) and reason.

@@ -726,7 +726,7 @@ extension Session {
             guard notInClientHelo(table, "PREPEND") else { return .dunno }
             if whereText == Where.endOfMessage {
                 Msg.warn("access table \(table): action PREPEND must be used before smtpd_end_of_data_restrictions")
-            } else if text.isEmpty || !ContentHeader.isHeader(text) {
+            } else if text.isEmpty || !HeaderText.isHeader(text) {
                 Msg.warn("access table \(table) entry \"\(datum)\" requires header: text")
             } else {
                 prependHeaders.append(text)

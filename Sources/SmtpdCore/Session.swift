@@ -310,7 +310,7 @@ final class Session {
         let cmd = Self.commandsByName[first.text.uppercased()]
         if cmd == nil {
             whereText = Where.unknown
-            if ContentHeader.isHeader(first.text) || s.forbiddenCommands.matches(first.text) {
+            if HeaderText.isHeader(first.text) || s.forbiddenCommands.matches(first.text) {
                 Msg.warn("non-SMTP command from \(namaddr): \(Msg.printable(String(decoding: bytes.prefix(100), as: UTF8.self)))")
                 reply("221 2.7.0 Error: I can break rules, too. Goodbye.")
                 count("unknown", ok: false)
@@ -418,23 +418,3 @@ enum BDATState {
     case none, active, error
 }
 
-enum ContentHeader {
-    /// is_header(): "name:" where name is printable ASCII without spaces or colons.
-    static func isHeader(_ s: String) -> Bool {
-        var n = 0
-        var sawColon = false
-        for c in s.utf8 {
-            if c == UInt8(ascii: ":") {
-                sawColon = true
-                break
-            }
-            if c <= 32 || c >= 127 { break }
-            n += 1
-        }
-        if sawColon { return n > 0 }
-        guard n > 0 else { return false }
-        let rest = s.utf8.dropFirst(n)
-        let afterSpace = rest.drop(while: { $0 == 0x20 || $0 == 0x09 })
-        return afterSpace.first == UInt8(ascii: ":")
-    }
-}
