@@ -20,6 +20,8 @@ let programs: [(name: String, deps: [Target.Dependency])] = [
     ("error", ["DeliverCore"]),
     ("discard", ["DeliverCore"]),
     ("bounce", ["BounceCore"]),
+    ("qmgr", ["QmgrCore"]),
+    ("local", ["LocalCore"]),
     // Only for the integration tests; never installed.
     ("swallow-testd", ["MailServer", "MailUtil"]),
 ]
@@ -50,6 +52,8 @@ let package = Package(
         .target(name: "SmtpdCore", dependencies: ["MailServer", "MailGlobal", "MailDNS", "MailDict", "MailUtil"]),
         .target(name: "DeliverCore", dependencies: ["MailServer", "MailGlobal", "MailDict", "MailUtil", "CShim"]),
         .target(name: "BounceCore", dependencies: ["MailServer", "MailGlobal", "MailUtil"]),
+        .target(name: "QmgrCore", dependencies: ["MailServer", "MailGlobal", "MailUtil"]),
+        .target(name: "LocalCore", dependencies: ["DeliverCore", "MailServer", "MailGlobal", "MailDict", "MailUtil"]),
         .target(name: "PostconfCore", dependencies: ["MailGlobal", "MailUtil", "COpenSSL"]),
 
         .testTarget(name: "SystemLibraryTests",

@@ -63,6 +63,8 @@ public struct QueueMessage: Sendable {
     public var recipients: [QueueRecipient] = []
     /// Recipients already done (D records).
     public var doneCount = 0
+    /// Where reading the next batch of recipients starts (0: all were read).
+    public var resumeOffset = 0
 
     public init() {}
 
@@ -150,7 +152,7 @@ public final class QueueFileReader {
 
     /// Reads the whole message description (qmgr_message_read): every segment but the
     /// content. `lineLimit` bounds envelope records.
-    public func readMessage(lineLimit: Int) throws -> QueueMessage {
+    public func readMessage(lineLimit: Int, recipientLimit: Int = 0) throws -> QueueMessage {
         var m = QueueMessage()
         seek(0)
         guard let first = try next(maxLength: lineLimit), first.record.type == .size else {
@@ -168,6 +170,8 @@ public final class QueueFileReader {
         var pendingOriginal: String?
         var pendingNotify = 0
         var pendingDSN = ""
+        // The offset of the first record of the recipient being assembled (A, O, R).
+        var pendingStart = 0
         var segment = 0 // 0 envelope, 2 extracted
         var sawEnd = false
         var sawTime = false
@@ -212,8 +216,12 @@ public final class QueueFileReader {
             case .attribute:
                 guard let (name, value) = r.attribute else { throw QueueFileError("bad attribute record") }
                 switch name {
-                case MailAttr.dsnNotifyFlags: pendingNotify = Int(value) ?? 0
-                case MailAttr.dsnOriginalRecipient: pendingDSN = value
+                case MailAttr.dsnNotifyFlags:
+                    if pendingStart == 0 { pendingStart = off }
+                    pendingNotify = Int(value) ?? 0
+                case MailAttr.dsnOriginalRecipient:
+                    if pendingStart == 0 { pendingStart = off }
+                    pendingDSN = value
                 case MailAttr.createTime: m.createTime = Int(value) ?? 0
                 case MailAttr.traceFlags:
                     m.traceFlags = Int(value) ?? 0
@@ -221,18 +229,25 @@ public final class QueueFileReader {
                 default: m.attributes[name] = value
                 }
             case .originalRecipient:
+                if pendingStart == 0 { pendingStart = off }
                 pendingOriginal = r.text
             case .recipient:
-                m.recipients.append(QueueRecipient(offset: off, address: r.text, originalRecipient: pendingOriginal ?? "",
-                                                   dsnOriginalRecipient: pendingDSN, notify: pendingNotify))
+                if recipientLimit > 0 && m.recipients.count >= recipientLimit {
+                    if m.resumeOffset == 0 { m.resumeOffset = pendingStart > 0 ? pendingStart : off }
+                } else {
+                    m.recipients.append(QueueRecipient(offset: off, address: r.text, originalRecipient: pendingOriginal ?? "",
+                                                       dsnOriginalRecipient: pendingDSN, notify: pendingNotify))
+                }
                 pendingOriginal = nil
                 pendingNotify = 0
                 pendingDSN = ""
+                pendingStart = 0
             case .doneRecipient, .canceledRecipient:
                 if r.type == .doneRecipient { m.doneCount += 1 }
                 pendingOriginal = nil
                 pendingNotify = 0
                 pendingDSN = ""
+                pendingStart = 0
             case .messageStart:
                 // The content is skipped: the extracted segment follows it.
                 segment = 1
@@ -252,6 +267,62 @@ public final class QueueFileReader {
         if !sawSender { throw QueueFileError("no sender record") }
         if m.createTime == 0 { m.createTime = Int(m.arrival.tv_sec) }
         return m
+    }
+
+    /// Reads up to `limit` more recipients from `offset` (a resumeOffset); returns them
+    /// and where the batch after them starts (0: none is left).
+    public func readRecipients(from offset: Int, dataOffset: Int, messageSize: Int, limit: Int,
+                               lineLimit: Int) throws -> (recipients: [QueueRecipient], resume: Int) {
+        seek(offset)
+        var out: [QueueRecipient] = []
+        var pendingOriginal: String?
+        var pendingNotify = 0
+        var pendingDSN = ""
+        var pendingStart = 0
+        var jumps = 0
+        while let (off, r) = try next(maxLength: lineLimit) {
+            switch r.type {
+            case .pointer:
+                guard let target = Int(r.text.trimmingCharacters()) else { throw QueueFileError("bad pointer record") }
+                if target > 0 {
+                    jumps += 1
+                    if jumps > 10000 { throw QueueFileError("too many pointer records") }
+                    seek(target)
+                }
+            case .attribute:
+                guard let (name, value) = r.attribute else { throw QueueFileError("bad attribute record") }
+                if name == MailAttr.dsnNotifyFlags {
+                    if pendingStart == 0 { pendingStart = off }
+                    pendingNotify = Int(value) ?? 0
+                } else if name == MailAttr.dsnOriginalRecipient {
+                    if pendingStart == 0 { pendingStart = off }
+                    pendingDSN = value
+                }
+            case .originalRecipient:
+                if pendingStart == 0 { pendingStart = off }
+                pendingOriginal = r.text
+            case .recipient:
+                if limit > 0 && out.count >= limit { return (out, pendingStart > 0 ? pendingStart : off) }
+                out.append(QueueRecipient(offset: off, address: r.text, originalRecipient: pendingOriginal ?? "",
+                                          dsnOriginalRecipient: pendingDSN, notify: pendingNotify))
+                pendingOriginal = nil
+                pendingNotify = 0
+                pendingDSN = ""
+                pendingStart = 0
+            case .doneRecipient, .canceledRecipient:
+                pendingOriginal = nil
+                pendingNotify = 0
+                pendingDSN = ""
+                pendingStart = 0
+            case .messageStart:
+                seek(dataOffset + messageSize)
+            case .end:
+                return (out, 0)
+            default:
+                break
+            }
+        }
+        throw QueueFileError("no end record")
     }
 }
 
