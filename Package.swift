@@ -64,7 +64,7 @@ let package = Package(
         .testTarget(name: "MailDictTests", dependencies: ["MailDict", "MailUtil"]),
         .testTarget(name: "MailGlobalTests", dependencies: ["MailGlobal", "MailDict", "MailUtil", "TestSupport"]),
         .testTarget(name: "IntegrationTests", dependencies: ["MailGlobal", "MailUtil", "CShim", "TestSupport"],
-                    exclude: ["SmtpdDialogues", "BounceScenarios"]),
+                    exclude: ["SmtpdDialogues", "BounceScenarios", "DeliveryScenarios"]),
         .testTarget(name: "PostmapTests", dependencies: ["TestSupport"], exclude: ["Scenarios"]),
         .testTarget(name: "PostconfTests", dependencies: ["PostconfCore", "MailGlobal", "MailUtil", "TestSupport"],
                     exclude: ["Scenarios", "Fixtures"]),

@@ -93,7 +93,7 @@ public enum MessageCopy {
     /// Appends prefix and content to an open file, fsyncs it, and truncates it back to
     /// its old length on error. Returns nil on success, else the DSN and the reason.
     public static func toFile(fd: Int32, queueFD: Int32, offset: Int, sender: String, originalRecipient: String,
-                              delivered: String, flags: CopyFlags) -> (status: String, reason: String)? {
+                              delivered: String, flags: CopyFlags) -> DeliveryStatus? {
         let origLength = lseek(fd, 0, SEEK_END)
         if origLength < 0 { Msg.fatal("seek file: \(errnoText(errno))") }
         var writeErrno: Int32 = 0
@@ -121,9 +121,12 @@ public enum MessageCopy {
         if writeErrno != 0 || readError != nil || corrupt {
             _ = ftruncate(fd, origLength)
         }
-        if let readError { return ("4.3.0", "error reading message: \(readError)") }
-        if writeErrno != 0 { return (dsnCode(errno: writeErrno, default: "5.3.0"), "error writing message: \(errnoText(writeErrno))") }
-        if corrupt { return ("4.3.0", "queue file write error") }
+        func unix(_ status: String, _ reason: String) -> DeliveryStatus {
+            DeliveryStatus(status: status, reason: reason, diagnosticType: "x-unix", diagnosticText: "input/output error")
+        }
+        if let readError { return unix("4.3.0", "error reading message: \(readError)") }
+        if writeErrno != 0 { return unix(dsnCode(errno: writeErrno, default: "5.3.0"), "error writing message: \(errnoText(writeErrno))") }
+        if corrupt { return DeliveryStatus(status: "4.3.0", reason: "queue file write error") }
         return nil
     }
 }

@@ -175,21 +175,27 @@ public struct PipeCommand {
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         var text = String(decoding: log, as: UTF8.self)
         text = Msg.printable(String(text.map { $0 == "\n" || $0 == "\t" || $0 == "\r\n" ? " " : $0 }))
-        while text.hasSuffix(" ") { text.removeLast() }
         let more = text.isEmpty ? "" : ". Command output: \(text)"
+        var trimmed = text
+        while trimmed.hasSuffix(" ") { trimmed.removeLast() }
+        /// dsb_unix: the remote diagnostic is the command's output, else the sysexits text.
+        func unix(_ status: String, _ sysText: String, _ reason: String) -> DeliveryStatus {
+            DeliveryStatus(status: status, reason: reason, diagnosticType: "x-unix",
+                           diagnosticText: trimmed.isEmpty ? sysText : trimmed)
+        }
         if timedOut {
-            return (.bounce, DeliveryStatus(status: "5.3.0", reason: "Command time limit exceeded: \"\(display)\"\(more)"))
+            return (.bounce, unix("5.3.0", "internal software error", "Command time limit exceeded: \"\(display)\"\(more)"))
         }
         let exited = status & 0x7f == 0
         if !exited {
-            return (.defer, DeliveryStatus(status: "4.3.0", reason: "Command died with signal \(status & 0x7f): \"\(display)\"\(more)"))
+            return (.defer, unix("4.3.0", "internal software error", "Command died with signal \(status & 0x7f): \"\(display)\"\(more)"))
         }
         let code = (status >> 8) & 0xff
         if code != 0 {
             if let d = SysExits.table[code] {
-                return (d.dsn.first == "4" ? .defer : .bounce, DeliveryStatus(status: d.dsn, reason: "\(d.text)\(more)"))
+                return (d.dsn.first == "4" ? .defer : .bounce, unix(d.dsn, d.text, "\(d.text)\(more)"))
             }
-            return (.bounce, DeliveryStatus(status: "5.3.0", reason: "Command died with status \(code): \"\(display)\"\(more)"))
+            return (.bounce, unix("5.3.0", "internal software error", "Command died with status \(code): \"\(display)\"\(more)"))
         }
         if let readError { return (.defer, DeliveryStatus(status: "4.3.0", reason: "error reading message: \(readError)")) }
         if corrupt { return (.corrupt, DeliveryStatus(status: "4.3.0", reason: "queue file write error")) }

@@ -26,17 +26,17 @@ final class Forwarder {
 
     /// forward_finish: posts every pending message and reports its recipients; returns
     /// 0, or -1 when some could not be forwarded.
-    func finish(_ job: DeliveryJob, deliveredHeader: Bool) -> Int {
+    /// The outcome of each message is reported for the request's recipient.
+    func finish(_ job: DeliveryJob, recipient: QueueRecipient, deliveredHeader: Bool) -> Int {
         var status = 0
         for p in pending {
-            let result = send(job, p, deliveredHeader: deliveredHeader)
-            for (r, _) in p.recipients {
-                switch result {
-                case .success(let id):
-                    status |= job.sent(r, relay: job.service, dsn: DeliveryStatus(status: "2.0.0", reason: "forwarded as \(id)"))
-                case .failure(let why):
-                    status |= job.defer(r, relay: job.service, dsn: why)
-                }
+            switch send(job, p, deliveredHeader: deliveredHeader) {
+            case .success(let id):
+                status |= job.report.sent(flags: job.flags, id: job.queueID, stats: job.request.stats, recipient: recipient.info,
+                                          relay: job.service, dsn: DeliveryStatus(status: "2.0.0", reason: "forwarded as \(id)"))
+            case .failure(let why):
+                status |= job.report.defer(flags: job.flags, id: job.queueID, stats: job.request.stats,
+                                           recipient: recipient.info, relay: job.service, dsn: why)
             }
         }
         pending.removeAll()
@@ -78,6 +78,10 @@ final class Forwarder {
                 rec(.recipient, rcpt.address)
             }
             rec(.messageStart, "")
+            var now = timeval()
+            gettimeofday(&now, nil)
+            rec(.normalText, "Received: by \(config.string("myhostname")) (\(config.string("mail_name")))")
+            rec(.normalText, "\tid \(id); \(MailDate.format(now.tv_sec))")
             if deliveredHeader { rec(.normalText, "Delivered-To: \(Quote822.quote822(p.delivered))") }
             try c.stream.write(out)
             out.removeAll()

@@ -229,7 +229,7 @@ final class LocalDelivery {
             dupFilter.removeAll()
             var attr = LocalAttr(rcpt: rcpt, sender: job.request.sender)
             var st = deliverRecipient(&attr, UserAttr())
-            st |= forwarder.finish(job, deliveredHeader: s.deliveredHeaders.contains("forward"))
+            st |= forwarder.finish(job, recipient: rcpt, deliveredHeader: s.deliveredHeaders.contains("forward"))
             if st == 0 && job.request.flags.contains(.success) {
                 DeliveryReport.completed(fd: job.fd, path: job.path, offset: rcpt.offset)
             }
@@ -257,7 +257,11 @@ final class LocalDelivery {
 
     /// bounce_workaround: a failure goes to the defer or bounce log by its DSN class.
     func fail(_ a: LocalAttr, _ dsn: DeliveryStatus) -> Int {
-        dsn.status.first == "4" ? self.defer(a, dsn.status, dsn.reason) : bounce(a, dsn.status, dsn.reason)
+        dsn.status.first == "4"
+            ? job.report.defer(flags: job.flags, id: job.queueID, stats: job.request.stats, recipient: info(a),
+                               relay: s.relay, dsn: dsn)
+            : job.report.bounce(flags: job.flags, id: job.queueID, stats: job.request.stats, recipient: info(a),
+                                relay: s.relay, dsn: dsn)
     }
 
     func info(_ a: LocalAttr) -> RecipientInfo {
@@ -574,7 +578,7 @@ final class LocalDelivery {
         let usr = UserAttr(uid: pw.uid, gid: pw.gid, home: pw.home, logname: pw.name, shell: pw.shell)
         if let m = s.mailboxCommandMaps {
             if let c = m.find(a.user) {
-                status = deliverCommand(&a, usr, c, expandMacros: true)
+                status = deliverCommand(&a, usr, c)
                 return true
             } else if m.error != nil {
                 status = self.defer(a, "4.3.0", "table lookup failure")
@@ -582,7 +586,7 @@ final class LocalDelivery {
             }
         }
         if !s.mailboxCommand.isEmpty {
-            status = deliverCommand(&a, usr, s.mailboxCommand, expandMacros: true)
+            status = deliverCommand(&a, usr, s.mailboxCommand)
         } else if s.homeMailbox.hasSuffix("/") {
             status = deliverMaildir(&a, usr, pw.home + "/" + s.homeMailbox)
         } else if s.spoolDirectory.hasSuffix("/") {
@@ -624,8 +628,9 @@ final class LocalDelivery {
             appendMbox(path: mailbox, owner: usr, chownTo: chown ? usr : nil, a: a, checkOwner: s.strictMailboxOwnership)
         }
         if let why = result {
-            return fail(a, DeliveryStatus(status: why.status,
-                                          reason: "cannot update mailbox \(mailbox) for user \(a.user). \(why.reason)"))
+            var d = why
+            d.reason = "cannot update mailbox \(mailbox) for user \(a.user). \(why.reason)"
+            return fail(a, d)
         }
         return sent(a, "delivered to mailbox")
     }
@@ -690,7 +695,7 @@ final class LocalDelivery {
         return asUser(owner) {
             MessageCopy.toFile(fd: fd, queueFD: job.fd, offset: job.request.dataOffset, sender: a.sender,
                                originalRecipient: a.rcpt.originalRecipient, delivered: a.delivered ?? a.rcpt.address,
-                               flags: flags).map { DeliveryStatus(status: $0.status, reason: $0.reason) }
+                               flags: flags)
         }
     }
 
@@ -705,7 +710,9 @@ final class LocalDelivery {
             writeMaildir(path, flags: flags, a: attr)
         }
         if let why = failure {
-            return fail(a, DeliveryStatus(status: why.status, reason: "maildir delivery failed: \(why.reason)"))
+            var d = why
+            d.reason = "maildir delivery failed: \(why.reason)"
+            return fail(a, d)
         }
         return sent(a, "delivered to maildir")
     }
@@ -732,7 +739,7 @@ final class LocalDelivery {
         let newfile = newdir + "\(tv.tv_sec).V\(String(st.st_dev, radix: 16))I\(String(st.st_ino, radix: 16))M\(tv.tv_usec).\(host)"
         var failure = MessageCopy.toFile(fd: fd, queueFD: job.fd, offset: job.request.dataOffset, sender: a.sender,
                                          originalRecipient: a.rcpt.originalRecipient, delivered: a.delivered ?? a.rcpt.address,
-                                         flags: flags).map { DeliveryStatus(status: $0.status, reason: $0.reason) }
+                                         flags: flags)
         close(fd)
         if failure == nil {
             if link(tmpfile, newfile) < 0 {
@@ -776,7 +783,9 @@ final class LocalDelivery {
             if !s.deliveredHeaders.contains("file") { flags.remove(.delivered) }
             let failure: DeliveryStatus? = asUser(usr) { writeMaildir(path, flags: flags, a: attr) }
             if let why = failure {
-                return fail(a, DeliveryStatus(status: why.status, reason: "maildir delivery failed: \(why.reason)"))
+                var d = why
+                d.reason = "maildir delivery failed: \(why.reason)"
+                return fail(a, d)
             }
             return sent(a, "delivered to maildir")
         }
@@ -785,7 +794,9 @@ final class LocalDelivery {
             appendMbox(path: path, owner: usr, chownTo: nil, a: attr, checkOwner: false, rejectExecutable: true)
         }
         if let why = failure {
-            return fail(a, DeliveryStatus(status: why.status, reason: "cannot append message to file \(path): \(why.reason)"))
+            var d = why
+            d.reason = "cannot append message to file \(path): \(why.reason)"
+            return fail(a, d)
         }
         return sent(a, "delivered to file: \(path)")
     }
