@@ -23,7 +23,7 @@ TEST_PACKAGES  = python3 swaks util-linux postgresql
 
 # Programs by install location; only those already built are installed.
 COMMANDS = postconf postfix postlog postmap postalias
-DAEMONS  = master postlogd proxymap trivial-rewrite cleanup smtpd qmgr local bounce error discard
+DAEMONS  = master postlogd proxymap trivial-rewrite cleanup smtpd qmgr local virtual pipe bounce error discard
 
 RELEASE_BIN = .build/release
 # The reference Postfix 3.7, unpacked here for comparison tests (never installed).

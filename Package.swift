@@ -22,6 +22,8 @@ let programs: [(name: String, deps: [Target.Dependency])] = [
     ("bounce", ["BounceCore"]),
     ("qmgr", ["QmgrCore"]),
     ("local", ["LocalCore"]),
+    ("virtual", ["DeliverCore"]),
+    ("pipe", ["DeliverCore"]),
     // Only for the integration tests; never installed.
     ("swallow-testd", ["MailServer", "MailUtil"]),
 ]

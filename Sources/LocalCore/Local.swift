@@ -93,10 +93,7 @@ final class LocalSettings {
     let commandTimeLimit: Int
     let commandFilter: Set<Character>
     let exportEnvironment: [String]
-    let lockStyles: [String]
-    let lockAttempts: Int
-    let lockDelay: Int
-    let staleLockTime: Int
+    let locks: LockSettings
     let propagateAliasExtension: Bool
     let relay: String
     let extension_: AddressExtension
@@ -148,10 +145,7 @@ final class LocalSettings {
         commandTimeLimit = config.time("command_time_limit")
         commandFilter = Set(config.string("command_expansion_filter"))
         exportEnvironment = config.list("export_environment")
-        lockStyles = config.list("mailbox_delivery_lock").map { $0.lowercased() }
-        lockAttempts = config.int("deliver_lock_attempts")
-        lockDelay = config.time("deliver_lock_delay")
-        staleLockTime = config.time("stale_lock_time")
+        locks = LockSettings(config: config, parameter: "mailbox_delivery_lock")
         propagateAliasExtension = config.list("propagate_unmatched_extensions").contains { $0.lowercased() == "alias" }
         relay = service
         extension_ = AddressExtension(config: config)
@@ -198,29 +192,7 @@ final class LocalDelivery {
     init(job: DeliveryJob, settings: LocalSettings) {
         self.job = job
         s = settings
-        loopInfo = LocalDelivery.deliveredHeaders(job)
-    }
-
-    /// delivered_hdr_init: the Delivered-To headers of the message.
-    static func deliveredHeaders(_ job: DeliveryJob) -> Set<String> {
-        var out = Set<String>()
-        let reader = QueueFileReader(fd: job.fd)
-        reader.seek(job.request.dataOffset)
-        var prevNormal = true
-        while let (_, r) = try? reader.next(maxLength: 0) {
-            if r.type != .normalText && r.type != .continuedText { break }
-            if prevNormal {
-                let t = r.text
-                if !(t.first == " " || t.first == "\t") && !HeaderText.isHeader(t) { break }
-                if t.count > 13 && t.prefix(13).lowercased() == "delivered-to:" {
-                    var v = Substring(t.dropFirst(13))
-                    while v.first == " " || v.first == "\t" { v = v.dropFirst() }
-                    out.insert(CaseFold.fold(String(v)))
-                }
-            }
-            prevNormal = r.type == .normalText
-        }
-        return out
+        loopInfo = LoopInfo.deliveredTo(job)
     }
 
     func deliverAll() -> Int {
@@ -477,7 +449,7 @@ final class LocalDelivery {
         }
         var st = stat()
         let privs = usr.uid == 0 ? (s.defaultPrivs.map { UserAttr(uid: $0.uid, gid: $0.gid) } ?? usr) : usr
-        let fd: Int32 = asUser(privs) { Glibc.open(path, O_RDONLY | O_CLOEXEC) }
+        let fd: Int32 = Mailbox.asUser(Rights(uid: privs.uid, gid: privs.gid)) { Glibc.open(path, O_RDONLY | O_CLOEXEC) }
         if fd < 0 {
             let e = errno
             return fail(a, DeliveryStatus(status: e == ENOENT ? "5.3.5" : "4.3.0",
@@ -522,7 +494,7 @@ final class LocalDelivery {
         var lookupStatus = false
         for pattern in s.forwardPath {
             guard let path = expand(pattern, a, usr, filter: false), !path.isEmpty else { continue }
-            let fd: Int32 = asUser(usr) { Glibc.open(path, O_RDONLY | O_CLOEXEC) }
+            let fd: Int32 = Mailbox.asUser(Rights(uid: usr.uid, gid: usr.gid)) { Glibc.open(path, O_RDONLY | O_CLOEXEC) }
             if fd < 0 { continue }
             defer { close(fd) }
             var st = stat()
@@ -597,6 +569,11 @@ final class LocalDelivery {
         return true
     }
 
+    func source(_ a: LocalAttr) -> CopySource {
+        CopySource(queueFD: job.fd, offset: job.request.dataOffset, sender: a.sender,
+                   originalRecipient: a.rcpt.originalRecipient, delivered: a.delivered ?? a.rcpt.address)
+    }
+
     var fileCopyFlags: CopyFlags {
         var f = CopyFlags.mbox
         if !s.deliveredHeaders.contains("file") { f.remove(.delivered) }
@@ -624,8 +601,11 @@ final class LocalDelivery {
             }
         }
         let chown = spoolUID != usr.uid
-        let result: DeliveryStatus? = asUser(UserAttr(uid: spoolUID, gid: spoolGID)) {
-            appendMbox(path: mailbox, owner: usr, chownTo: chown ? usr : nil, a: a, checkOwner: s.strictMailboxOwnership)
+        let result: DeliveryStatus? = Mailbox.asUser(Rights(uid: spoolUID, gid: spoolGID)) {
+            Mailbox.append(path: mailbox, source: source(a), flags: fileCopyFlags, locks: s.locks,
+                           writer: Rights(uid: usr.uid, gid: usr.gid),
+                           chownTo: chown ? Rights(uid: usr.uid, gid: usr.gid) : nil,
+                           requireOwner: s.strictMailboxOwnership ? usr.uid : nil)
         }
         if let why = result {
             var d = why
@@ -635,79 +615,16 @@ final class LocalDelivery {
         return sent(a, "delivered to mailbox")
     }
 
-    /// Opens (creating when missing), locks and appends to an mbox file; nil on success.
-    func appendMbox(path: String, owner: UserAttr, chownTo: UserAttr?, a: LocalAttr, checkOwner: Bool,
-                    rejectExecutable: Bool = false) -> DeliveryStatus? {
-        var dotlock: DotLock?
-        if s.lockStyles.contains("dotlock") {
-            do {
-                dotlock = try DotLock.acquire(path, attempts: s.lockAttempts, delay: UInt32(s.lockDelay),
-                                              staleAfter: s.staleLockTime)
-            } catch let e as SystemError {
-                // A directory we may not write into: no dot-lock, as Postfix's
-                // dot_lockfile fails and the kernel locks still apply.
-                if e.errno != EACCES && e.errno != EPERM && e.errno != EROFS {
-                    return DeliveryStatus(status: "4.2.0", reason: "unable to create lock file \(path).lock: \(errnoText(e.errno))")
-                }
-            } catch {}
-        }
-        defer { dotlock?.release() }
-        let fd = Glibc.open(path, O_APPEND | O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600)
-        if fd < 0 {
-            let e = errno
-            return DeliveryStatus(status: MessageCopy.dsnCode(errno: e, default: "5.2.0"),
-                                  reason: "cannot open file: \(errnoText(e))")
-        }
-        defer { close(fd) }
-        var st = stat()
-        fstat(fd, &st)
-        if let c = chownTo, st.st_size == 0, st.st_uid != c.uid {
-            _ = fchown(fd, c.uid, c.gid)
-            fstat(fd, &st)
-        }
-        if st.st_mode & S_IFMT != S_IFREG {
-            return DeliveryStatus(status: "5.2.0", reason: "destination \(path) is not a regular file")
-        }
-        if st.st_nlink > 1 {
-            return DeliveryStatus(status: "5.2.0", reason: "file has \(st.st_nlink) hard links")
-        }
-        if rejectExecutable && st.st_mode & (S_IXUSR | S_IXGRP | S_IXOTH) != 0 {
-            return DeliveryStatus(status: "5.7.1", reason: "executable destination file \(path)")
-        }
-        if checkOwner && st.st_uid != owner.uid {
-            Msg.warn("specify \"strict_mailbox_ownership = no\" to ignore mailbox ownership mismatch")
-            return DeliveryStatus(status: "4.2.0", reason: "destination \(path) is not owned by recipient")
-        }
-        for style in s.lockStyles where style == "fcntl" || style == "flock" {
-            var locked = false
-            for attempt in 0..<max(s.lockAttempts, 1) {
-                if attempt > 0 { sleep(UInt32(max(s.lockDelay, 1))) }
-                if (try? FileLock.apply(fd, style: style == "fcntl" ? .fcntl : .flock, .exclusive, wait: false)) != nil {
-                    locked = true
-                    break
-                }
-            }
-            if !locked {
-                return DeliveryStatus(status: "4.2.0", reason: "unable to lock for exclusive access: \(errnoText(EAGAIN))")
-            }
-        }
-        let flags = fileCopyFlags
-        return asUser(owner) {
-            MessageCopy.toFile(fd: fd, queueFD: job.fd, offset: job.request.dataOffset, sender: a.sender,
-                               originalRecipient: a.rcpt.originalRecipient, delivered: a.delivered ?? a.rcpt.address,
-                               flags: flags)
-        }
-    }
-
     func deliverMaildir(_ a: inout LocalAttr, _ usr: UserAttr, _ path: String) -> Int {
         a.level += 1
         if traceOnly { return sent(a, "delivers to maildir") }
         if !s.frozenDelivered { a.delivered = a.rcpt.address }
         var flags: CopyFlags = [.toFile, .returnPath, .delivered, .originalRecipient]
         if !s.deliveredHeaders.contains("file") { flags.remove(.delivered) }
-        let attr = a
-        let failure: DeliveryStatus? = asUser(usr) {
-            writeMaildir(path, flags: flags, a: attr)
+        let src = source(a)
+        let host = s.config.string("myhostname")
+        let failure: DeliveryStatus? = Mailbox.asUser(Rights(uid: usr.uid, gid: usr.gid)) {
+            Mailbox.maildir(path, source: src, flags: flags, hostname: host)
         }
         if let why = failure {
             var d = why
@@ -715,57 +632,6 @@ final class LocalDelivery {
             return fail(a, d)
         }
         return sent(a, "delivered to maildir")
-    }
-
-    func writeMaildir(_ path: String, flags: CopyFlags, a: LocalAttr) -> DeliveryStatus? {
-        let dir = path.hasSuffix("/") ? path : path + "/"
-        let tmpdir = dir + "tmp/", newdir = dir + "new/", curdir = dir + "cur/"
-        var tv = timeval()
-        gettimeofday(&tv, nil)
-        let host = s.config.string("myhostname")
-        let tmpfile = "\(tmpdir)\(tv.tv_sec).P\(getpid()).\(host)"
-        var fd = Glibc.open(tmpfile, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        if fd < 0 && errno == ENOENT {
-            makeDirs(tmpdir)
-            fd = Glibc.open(tmpfile, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        }
-        if fd < 0 {
-            let e = errno
-            return DeliveryStatus(status: MessageCopy.dsnCode(errno: e, default: "5.2.0"),
-                                  reason: "create maildir file \(tmpfile): \(errnoText(e))")
-        }
-        var st = stat()
-        if fstat(fd, &st) < 0 { Msg.fatal("fstat \(tmpfile): \(errnoText(errno))") }
-        let newfile = newdir + "\(tv.tv_sec).V\(String(st.st_dev, radix: 16))I\(String(st.st_ino, radix: 16))M\(tv.tv_usec).\(host)"
-        var failure = MessageCopy.toFile(fd: fd, queueFD: job.fd, offset: job.request.dataOffset, sender: a.sender,
-                                         originalRecipient: a.rcpt.originalRecipient, delivered: a.delivered ?? a.rcpt.address,
-                                         flags: flags)
-        close(fd)
-        if failure == nil {
-            if link(tmpfile, newfile) < 0 {
-                var ok = false
-                if errno == ENOENT {
-                    makeDirs(curdir)
-                    makeDirs(newdir)
-                    ok = link(tmpfile, newfile) == 0
-                }
-                if !ok {
-                    let e = errno
-                    failure = DeliveryStatus(status: MessageCopy.dsnCode(errno: e, default: "5.2.0"),
-                                             reason: "create maildir file \(newfile): \(errnoText(e))")
-                }
-            }
-        }
-        if unlink(tmpfile) < 0 { Msg.warn("remove \(tmpfile): \(errnoText(errno))") }
-        return failure
-    }
-
-    func makeDirs(_ path: String) {
-        var built = path.hasPrefix("/") ? "" : "."
-        for part in path.split(separator: "/") {
-            built += "/" + part
-            _ = mkdir(built, 0o700)
-        }
     }
 
     // MARK: file.c
@@ -778,10 +644,13 @@ final class LocalDelivery {
         var usr = usr0
         if usr.uid == 0, let d = s.defaultPrivs { usr = UserAttr(uid: d.uid, gid: d.gid, home: usr.home) }
         if path.hasSuffix("/") {
-            let attr = a
             var flags: CopyFlags = [.toFile, .returnPath, .delivered, .originalRecipient]
             if !s.deliveredHeaders.contains("file") { flags.remove(.delivered) }
-            let failure: DeliveryStatus? = asUser(usr) { writeMaildir(path, flags: flags, a: attr) }
+            let src = source(a)
+            let host = s.config.string("myhostname")
+            let failure: DeliveryStatus? = Mailbox.asUser(Rights(uid: usr.uid, gid: usr.gid)) {
+                Mailbox.maildir(path, source: src, flags: flags, hostname: host)
+            }
             if let why = failure {
                 var d = why
                 d.reason = "maildir delivery failed: \(why.reason)"
@@ -789,9 +658,10 @@ final class LocalDelivery {
             }
             return sent(a, "delivered to maildir")
         }
-        let attr = a
-        let failure: DeliveryStatus? = asUser(usr) {
-            appendMbox(path: path, owner: usr, chownTo: nil, a: attr, checkOwner: false, rejectExecutable: true)
+        let failure: DeliveryStatus? = Mailbox.asUser(Rights(uid: usr.uid, gid: usr.gid)) {
+            Mailbox.append(path: path, source: source(a), flags: fileCopyFlags, locks: s.locks,
+                           writer: Rights(uid: usr.uid, gid: usr.gid), chownTo: nil, requireOwner: nil,
+                           rejectExecutable: true)
         }
         if let why = failure {
             var d = why
@@ -921,25 +791,5 @@ final class LocalDelivery {
         return out
     }
 
-    /// Runs `body` with the effective user and group of `usr` (root runs as root).
-    func asUser<T>(_ usr: UserAttr, _ body: () -> T) -> T {
-        let wasUID = geteuid(), wasGID = getegid()
-        guard getuid() == 0 else { return body() }
-        var g = usr.gid
-        if usr.uid != wasUID || usr.gid != wasGID {
-            if seteuid(0) < 0 { Msg.fatal("seteuid(0): \(errnoText(errno))") }
-            setgroups(1, &g)
-            if setegid(usr.gid) < 0 { Msg.fatal("setegid(\(usr.gid)): \(errnoText(errno))") }
-            if seteuid(usr.uid) < 0 { Msg.fatal("seteuid(\(usr.uid)): \(errnoText(errno))") }
-        }
-        let r = body()
-        if geteuid() != wasUID || getegid() != wasGID {
-            if seteuid(0) < 0 { Msg.fatal("seteuid(0): \(errnoText(errno))") }
-            var wg = wasGID
-            setgroups(1, &wg)
-            setegid(wasGID)
-            seteuid(wasUID)
-        }
-        return r
-    }
+
 }

@@ -20,6 +20,9 @@ Scenario syntax (one directive a line; "#" lines are comments):
                          (@DIR@ = the files directory, @HOME@ = the homes directory)
   home USER NAME         the following lines, up to "end", become ~USER/NAME
   mode PATH OCTAL        chmod a file under files/
+  service LINE           a master.cf line of the scenario's own; {p} becomes "ref-" on
+                         the reference side (@DIR@ = the files directory)
+  mkdir PATH             a world-writable directory under files/
   send FROM TO[,TO...]   submit a message; its lines follow, up to "."
   wait [SECONDS]         until the queue is empty (at most SECONDS, default 20)
   sleep SECONDS
@@ -37,7 +40,7 @@ import postfixproto as pp  # noqa: E402
 
 HOMES = "/var/tmp/swallow-homes"
 USERS = ("swtalice", "swtbob", "swtcarol")
-DELIVERY = ("qmgr", "local", "bounce", "error", "discard")
+DELIVERY = ("qmgr", "local", "bounce", "error", "discard", "virtual", "pipe")
 
 MAIN_CF = """myhostname = mx.example.com
 mydomain = example.com
@@ -59,7 +62,7 @@ biff = no
 """
 
 
-def master_cf(port, ref):
+def master_cf(port, ref, extra=()):
     p = "ref-" if ref else ""
     lines = [f"127.0.0.1:{port} inet n - n - - smtpd",
              "cleanup unix n - n - 0 cleanup",
@@ -75,7 +78,9 @@ def master_cf(port, ref):
              f"discard unix - - n - - {p}discard",
              f"local unix - n n - - {p}local",
              f"mailbox unix - n n - - {p}local",
+             f"virtual unix - n n - - {p}virtual",
              "smtp unix - - n - - error"]
+    lines += [l.replace("{p}", p) for l in extra]
     return "\n".join(lines) + "\n"
 
 
@@ -103,7 +108,7 @@ def reset_homes():
 class Scenario:
     def __init__(self, path):
         self.name = os.path.basename(path)[:-9]
-        self.options, self.files, self.homefiles, self.steps = [], {}, [], []
+        self.options, self.files, self.homefiles, self.steps, self.services = [], {}, [], [], []
         lines = open(path).read().split("\n")
         i = 0
         while i < len(lines):
@@ -114,6 +119,8 @@ class Scenario:
             w = line.split()
             if w[0] == "-o":
                 self.options.append(line[3:])
+            elif w[0] == "service":
+                self.services.append(line[8:])
             elif w[0] in ("file", "home"):
                 body = []
                 while lines[i] != "end":
@@ -246,7 +253,8 @@ def normalise(lines, log, root):
         cur.append(l)
     if cur:
         runs.append(cur)
-    logs = [l for r in runs for l in (sorted(r) if r[0].startswith("log: local:") else r)]
+    agents = ("log: local:", "log: virtual:", "log: pipe:", "log: error:", "log: discard:")
+    logs = [l for r in runs for l in (sorted(r) if r[0].startswith(agents) else r)]
     # Messages are handled in parallel by different programs: keep each message's lines
     # in their order, the messages in the order they appeared.
     groups, order = {}, []
@@ -284,7 +292,7 @@ def run_one(build, reference, scn):
     files.setdefault("aliases", "postmaster: root\n")
     main = MAIN_CF + "".join(o + "\n" for o in scn.options)
     main = main.replace("@HOME@", HOMES)
-    inst = mailinstance.Instance(build, main, master_cf(port, reference is not None), reference=reference,
+    inst = mailinstance.Instance(build, main, master_cf(port, reference is not None, scn.services), reference=reference,
                                  ref_programs=DELIVERY if reference else (), files=files)
     try:
         os.makedirs(inst.root + "/files/spool")
@@ -296,6 +304,9 @@ def run_one(build, reference, scn):
         for st in scn.steps:
             if st[0] == "mode":
                 os.chmod(f"{inst.root}/files/{st[1]}", int(st[2], 8))
+            elif st[0] == "mkdir":
+                os.makedirs(f"{inst.root}/files/{st[1]}")
+                os.chmod(f"{inst.root}/files/{st[1]}", 0o1777)
         reset_homes()
         for user, name, text in scn.homefiles:
             pw = pwd.getpwnam(user)
