@@ -130,7 +130,7 @@ public enum DeliveryAgent {
             stream.startDeadline(seconds: ctx.config.time("ipc_timeout"))
             _ = try? stream.readByte()
         } catch {
-            Msg.warn("send final status: \(error)")
+            Msg.debug("send final status: \(error)")
         }
     }
 }

@@ -224,16 +224,17 @@ public final class MailConfig {
         return t
     }
 
-    /// A per-transport setting "<transport><suffix>", falling back to `fallback`
+    /// A per-transport setting "<transport><suffix>" (set, or built in as for local and
+    /// smtp), falling back to `fallback`
     /// (e.g. smtp_destination_concurrency_limit, then default_destination_concurrency_limit).
     public func transportInt(_ transport: String, _ suffix: String, fallback: String) -> Int {
         let name = transport + suffix
-        return isSet(name) ? int(name) : int(fallback)
+        return rawValue(name) != nil ? int(name) : int(fallback)
     }
 
     public func transportTime(_ transport: String, _ suffix: String, fallback: String) -> Int {
         let name = transport + suffix
-        guard isSet(name) else { return time(fallback) }
+        guard rawValue(name) != nil else { return time(fallback) }
         let v = value(name) ?? ""
         var unit = UInt8(ascii: "s")
         if case .time(let u)? = ParamTable.definition(fallback)?.kind { unit = u }

@@ -135,8 +135,8 @@ final class Transport {
         recipientLimit = config.transportInt(name, "_destination_recipient_limit", fallback: "default_destination_recipient_limit")
         func fb(_ suffix: String, _ fallback: String) -> Feedback {
             let n = name + suffix
-            let text = config.isSet(n) ? config.string(n) : config.string(fallback)
-            return Feedback(name: config.isSet(n) ? n : fallback, text: text)
+            let known = config.rawValue(n) != nil
+            return Feedback(name: known ? n : fallback, text: known ? config.string(n) : config.string(fallback))
         }
         positive = fb("_destination_concurrency_positive_feedback", "default_destination_concurrency_positive_feedback")
         negative = fb("_destination_concurrency_negative_feedback", "default_destination_concurrency_negative_feedback")

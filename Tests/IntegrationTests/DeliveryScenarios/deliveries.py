@@ -30,6 +30,7 @@ Scenario syntax (one directive a line; "#" lines are comments):
   show PATH              a file or Maildir (new/) under the homes or files directory,
                          as ~USER/PATH, spool/USER or files/PATH
   queue                  list the files left in the queue directories
+  run COMMAND            a shell command (@DIR@ = the files directory)
 """
 import argparse, difflib, glob, os, pwd, re, shutil, smtplib, socket, subprocess, sys, threading, time
 
@@ -215,6 +216,8 @@ def run_scenario(inst, port, scn):
             s.close()
         elif st[0] == "show":
             out += show(inst, st[1])
+        elif st[0] == "run":
+            subprocess.run(["/bin/sh", "-c", " ".join(st[1:]).replace("@DIR@", inst.root + "/files")], check=False)
         elif st[0] == "queue":
             out.append("queue: " + (" ".join(queue_files(inst)) or "empty"))
     return out
