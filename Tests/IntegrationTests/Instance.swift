@@ -174,11 +174,11 @@ final class Instance {
     }
 
     /// Runs a program to completion (stdin /dev/null, not a terminal).
-    func run(_ program: String, _ args: [String], env: [String] = ["PATH=/usr/bin:/bin"], prefix: [String] = []) -> Result {
+    func run(_ program: String, _ args: [String], env: [String] = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], prefix: [String] = []) -> Result {
         Instance.run(program, args, env: env, prefix: prefix)
     }
 
-    static func run(_ program: String, _ args: [String], env: [String] = ["PATH=/usr/bin:/bin"], prefix: [String] = []) -> Result {
+    static func run(_ program: String, _ args: [String], env: [String] = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], prefix: [String] = []) -> Result {
         let dir = "/tmp/swallow-it-out-\(getpid())-\(UUID().uuidString.prefix(8))"
         let out = open(dir + ".out", O_RDWR | O_CREAT | O_TRUNC, 0o600)
         let err = open(dir + ".err", O_RDWR | O_CREAT | O_TRUNC, 0o600)
@@ -214,10 +214,11 @@ final class Instance {
     enum InstanceError: Error { case timeout(String) }
 }
 
-/// A loopback TCP port nobody listens on.
+/// A loopback TCP port nobody listens on, below the kernel's ephemeral range (32768 and up)
+/// so no outgoing connection holds it; the Python harnesses take 20000-26000.
 func freePort() -> UInt16 {
     for _ in 0..<100 {
-        let port = UInt16.random(in: 20000...60000)
+        let port = UInt16.random(in: 26001...32000)
         if let fd = try? InetSocket.listen(SocketAddress(family: AF_INET, address: [127, 0, 0, 1], port: port), backlog: 1) {
             close(fd)
             return port

@@ -7,7 +7,7 @@ fresh 127.53.x.y address and master runs in a private mount namespace whose
 /etc/resolv.conf names it, so that every daemon's lookups reach that server and nothing
 else. Needs root (the postfix account, port 53, mount namespaces).
 """
-import os, pwd, random, shutil, subprocess, tempfile, time
+import grp, os, pwd, random, shutil, subprocess, tempfile, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -17,21 +17,30 @@ OUR_PROGRAMS = ["master", "postlogd", "postfix", "postconf", "postlog", "postmap
                 "pipe", "smtp", "pickup", "showq", "postdrop", "postqueue", "postsuper", "postcat", "sendmail",
                 "flush", "anvil", "verify", "scache", "spawn", "tlsmgr", "postkick", "postlock"]
 
+SETGID_PROGRAMS = ("postdrop", "postqueue")
 
 _given = set()
 
 
 def free_port():
-    """A loopback port nobody listens on, never the same twice in one run."""
+    """A loopback port nobody listens on, never the same twice in one run.
+
+    Chosen at random below the kernel's ephemeral range (32768 and up), so that no
+    outgoing connection of a concurrent test can be holding it by the time master binds."""
     import socket
     while True:
+        p = random.randint(20000, 26000)  # the Swift tests take 26001-32000
+        if p in _given:
+            continue
         s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        p = s.getsockname()[1]
-        s.close()
-        if p not in _given:
-            _given.add(p)
-            return p
+        try:
+            s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        finally:
+            s.close()
+        _given.add(p)
+        return p
 
 
 class Instance:
@@ -47,7 +56,12 @@ class Instance:
         for d in (self.etc, self.queue, self.data, self.libexec, self.root + "/files"):
             os.makedirs(d)
         for p in OUR_PROGRAMS:
-            if os.path.exists(f"{bin_dir}/{p}"):
+            if p in SETGID_PROGRAMS and os.path.exists(f"{bin_dir}/{p}"):
+                # Installed set-gid postdrop, as Postfix installs them.
+                shutil.copy(f"{bin_dir}/{p}", f"{self.libexec}/{p}")
+                os.chown(f"{self.libexec}/{p}", 0, grp.getgrnam("postdrop").gr_gid)
+                os.chmod(f"{self.libexec}/{p}", 0o2755)
+            elif os.path.exists(f"{bin_dir}/{p}"):
                 os.symlink(f"{bin_dir}/{p}", f"{self.libexec}/{p}")
         for p in ref_programs:
             os.symlink(f"{reference}/usr/lib/postfix/sbin/{p}", f"{self.libexec}/ref-{p}")

@@ -12,7 +12,7 @@ Message-ID must be in the file exactly once, and the queue empty.
 
 Usage: crashes.py BUILD_DIR       (exit status 0 when all is well)
 """
-import os, re, signal, smtplib, socket, subprocess, sys, time
+import os, re, shutil, signal, smtplib, socket, subprocess, sys, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "..", "Support"))
@@ -128,7 +128,7 @@ local unix - n n - - local
         if killed_qmgr == 0 or killed_local == 0:
             problems.append(f"nothing was killed (qmgr {killed_qmgr}, local {killed_local})")
         log = inst.read_log()
-        summary = subprocess.run(["pflogsumm", "--problems_first", inst.log], capture_output=True, text=True)
+        summary = subprocess.run([shutil.which("pflogsumm") or "/usr/sbin/pflogsumm", "--problems_first", inst.log], capture_output=True, text=True)
         m = re.search(r"^\s*(\d+)\s+delivered", summary.stdout, re.M)
         if summary.returncode != 0 or not m or int(m.group(1)) < N:
             problems.append("pflogsumm did not count the deliveries:\n" + summary.stdout[:2000] + summary.stderr[:500])
