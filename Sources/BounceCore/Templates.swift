@@ -89,7 +89,7 @@ struct Template {
     /// The body with $name and ${name} replaced: main.cf parameters, and the time
     /// parameters in other units (delay_warning_time_hours, maximal_queue_lifetime_days...).
     func expand(config: MailConfig) -> [String] {
-        body.map { MacroLine.expand($0, config: config, origin: origin) }
+        body.map { MacroLine.expand($0, config: config, origin: origin, kind: kind.rawValue) }
     }
 }
 
@@ -97,18 +97,32 @@ enum MacroLine {
     static let timeParameters = ["bounce_queue_lifetime", "maximal_queue_lifetime", "delay_warning_time"]
     static let units: [(String, Int)] = [("seconds", 1), ("minutes", 60), ("hours", 3600), ("days", 86400), ("weeks", 604800)]
 
-    static func value(_ name: String, config: MailConfig, origin: String) -> String {
+    /// A parameter's value; a time parameter with a unit suffix is converted, with
+    /// Postfix's warnings when the unit makes the number useless.
+    static func value(_ name: String, config: MailConfig, origin: String, kind: String) -> String {
         for p in timeParameters where name.hasPrefix(p + "_") {
-            let unit = name.dropFirst(p.count + 1)
-            if let u = units.first(where: { $0.0 == unit }) {
-                return String(config.time(p) / u.1)
+            let unit = String(name.dropFirst(p.count + 1))
+            guard let u = units.first(where: { $0.0 == unit }) else {
+                Msg.fatal("\(origin): unrecognized suffix \"\(unit)\" in parameter \"\(name)\"")
             }
+            let seconds = config.time(p)
+            let result = seconds / u.1
+            if result > 999 && u.1 < 86400 {
+                Msg.warn("\(origin): excessive result \"\(result)\" in \(kind) template conversion of parameter \"\(name)\"")
+                Msg.warn("please increase time unit \"\(unit)\" of \"\(name)\" in \(kind) template")
+                Msg.warn("for instructions see the bounce(5) manual")
+            } else if result == 0 && seconds != 0 && u.1 > 1 {
+                Msg.warn("\(origin): zero result in \(kind) template conversion of parameter \"\(name)\"")
+                Msg.warn("please reduce time unit \"\(unit)\" of \"\(name)\" in \(kind) template")
+                Msg.warn("for instructions see the bounce(5) manual")
+            }
+            return String(result)
         }
         if let v = config.value(name) { return v }
         Msg.fatal("\(origin): unknown parameter name: \(name)")
     }
 
-    static func expand(_ line: String, config: MailConfig, origin: String) -> String {
+    static func expand(_ line: String, config: MailConfig, origin: String, kind: String) -> String {
         var out = ""
         var i = line.startIndex
         while i < line.endIndex {
@@ -139,7 +153,7 @@ enum MacroLine {
                 i = line.index(after: i)
                 continue
             }
-            out += value(name, config: config, origin: origin)
+            out += value(name, config: config, origin: origin, kind: kind)
             i = j
         }
         return out
