@@ -9,6 +9,7 @@ SWIFT      ?= swift
 DESTDIR    ?=
 CONFIG_DIR ?= /etc/postfix
 SBIN_DIR   ?= /usr/sbin
+BIN_DIR    ?= /usr/bin
 DAEMON_DIR ?= /usr/libexec/postfix
 QUEUE_DIR  ?= /var/spool/postfix
 DATA_DIR   ?= /var/lib/postfix
@@ -22,8 +23,8 @@ BUILD_PACKAGES = libssl-dev libsasl2-dev libdb-dev libpcre2-dev pkg-config libsq
 TEST_PACKAGES  = python3 swaks util-linux postgresql pflogsumm
 
 # Programs by install location; only those already built are installed.
-COMMANDS = postconf postfix postlog postmap postalias
-DAEMONS  = master postlogd proxymap trivial-rewrite cleanup smtpd qmgr local virtual pipe bounce error discard
+COMMANDS = postconf postfix postlog postmap postalias sendmail postdrop
+DAEMONS  = master postlogd proxymap trivial-rewrite cleanup smtpd qmgr local virtual pipe bounce error discard pickup
 
 RELEASE_BIN = .build/release
 # The reference Postfix 3.7, unpacked here for comparison tests (never installed).
@@ -51,7 +52,7 @@ test: test-deps
 
 install: build
 	@bash tools/install-swallow "$(DESTDIR)" "$(RELEASE_BIN)" "$(CONFIG_DIR)" "$(SBIN_DIR)" \
-		"$(DAEMON_DIR)" "$(QUEUE_DIR)" "$(DATA_DIR)" "$(COMMANDS)" "$(DAEMONS)"
+		"$(DAEMON_DIR)" "$(QUEUE_DIR)" "$(DATA_DIR)" "$(COMMANDS)" "$(DAEMONS)" "$(BIN_DIR)"
 
 run: build
 	@bash tools/run-demo "$(RELEASE_BIN)" "$(RUN_DIR)" "$(PORT)" "$(COMMANDS)" "$(DAEMONS)"

@@ -24,6 +24,9 @@ let programs: [(name: String, deps: [Target.Dependency])] = [
     ("local", ["LocalCore"]),
     ("virtual", ["DeliverCore"]),
     ("pipe", ["DeliverCore"]),
+    ("sendmail", ["SubmitCore"]),
+    ("postdrop", ["SubmitCore"]),
+    ("pickup", ["PickupCore"]),
     // Only for the integration tests; never installed.
     ("swallow-testd", ["MailServer", "MailUtil"]),
 ]
@@ -56,6 +59,8 @@ let package = Package(
         .target(name: "BounceCore", dependencies: ["MailServer", "MailGlobal", "MailUtil"]),
         .target(name: "QmgrCore", dependencies: ["MailServer", "MailGlobal", "MailUtil"]),
         .target(name: "LocalCore", dependencies: ["DeliverCore", "MailServer", "MailGlobal", "MailDict", "MailUtil"]),
+        .target(name: "SubmitCore", dependencies: ["MailGlobal", "MailUtil"]),
+        .target(name: "PickupCore", dependencies: ["MailServer", "MailGlobal", "MailUtil"]),
         .target(name: "PostconfCore", dependencies: ["MailGlobal", "MailUtil", "COpenSSL"]),
 
         .testTarget(name: "SystemLibraryTests",
@@ -66,7 +71,7 @@ let package = Package(
         .testTarget(name: "MailDictTests", dependencies: ["MailDict", "MailUtil"]),
         .testTarget(name: "MailGlobalTests", dependencies: ["MailGlobal", "MailDict", "MailUtil", "TestSupport"]),
         .testTarget(name: "IntegrationTests", dependencies: ["MailGlobal", "MailUtil", "CShim", "TestSupport"],
-                    exclude: ["SmtpdDialogues", "BounceScenarios", "DeliveryScenarios"]),
+                    exclude: ["SmtpdDialogues", "BounceScenarios", "DeliveryScenarios", "SubmitScenarios"]),
         .testTarget(name: "PostmapTests", dependencies: ["TestSupport"], exclude: ["Scenarios"]),
         .testTarget(name: "PostconfTests", dependencies: ["PostconfCore", "MailGlobal", "MailUtil", "TestSupport"],
                     exclude: ["Scenarios", "Fixtures"]),

@@ -736,7 +736,6 @@ final class LocalDelivery {
 
     func deliverUnknown(_ a: inout LocalAttr, _ usr: UserAttr) -> Int {
         a.level += 1
-        if traceOnly { return sent(a, "delivers to unknown recipient") }
         if let m = s.fallbackTransportMaps {
             if let t = m.find(a.user) {
                 var r = a.rcpt

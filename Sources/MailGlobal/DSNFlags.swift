@@ -2,6 +2,8 @@
 // passes them between daemons.
 // Mirrors Postfix global/dsn_mask.h.
 
+import MailUtil
+
 /// NOTIFY= bits (notify_flags).
 public enum DSNNotify {
     public static let never = 1
@@ -11,6 +13,25 @@ public enum DSNNotify {
     /// What a recipient without NOTIFY gets: failures and delays.
     public static let `default` = failure | delay
     public static let any = success | failure | delay
+
+    /// dsn_notify_mask(): NEVER, SUCCESS, FAILURE, DELAY in any case, separated by commas
+    /// or white space; NEVER stands alone. nil when the value is bad.
+    public static func mask(_ v: String) -> Int? {
+        var mask = 0
+        for word in Tokens.split(v) {
+            switch word.uppercased() {
+            case "NEVER": mask |= never
+            case "SUCCESS": mask |= success
+            case "FAILURE": mask |= failure
+            case "DELAY": mask |= delay
+            default:
+                Msg.warn("unknown DSN NOTIFY command value \"\(word)\" in \"\(v)\"")
+                return nil
+            }
+        }
+        if mask & never != 0 && mask & ~never != 0 { return nil }
+        return mask
+    }
 }
 
 /// RET= values (ret_flags).

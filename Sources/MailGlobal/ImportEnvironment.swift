@@ -1,4 +1,5 @@
-// ImportEnvironment: the environment Postfix programs pass on: import_environment.
+// ImportEnvironment: the environment Postfix programs pass on: import_environment (and
+// export_environment, what sendmail gives postdrop).
 // Mirrors Postfix util/clean_env.c and master/master.c: the value is a list of "NAME"
 // (keep that variable when it is set) and "NAME=value" (set it) items, "{ ... }" grouping
 // allowed; every other variable goes.
@@ -7,10 +8,10 @@ import MailUtil
 
 public enum ImportEnvironment {
     /// The "NAME=value" strings that import_environment keeps or sets, in list order.
-    public static func filtered(_ config: MailConfig) -> [String] {
+    public static func filtered(_ config: MailConfig, parameter: String = "import_environment") -> [String] {
         var env: [String: String] = [:]
         var order: [String] = []
-        for word in Tokens.splitQuoted(config.string("import_environment")) {
+        for word in Tokens.splitQuoted(config.string(parameter)) {
             let item = word.hasPrefix("{") ? Tokens.extractBraced(word).inner : word
             let (name, value): (String, String?)
             if let eq = item.firstIndex(of: "=") {

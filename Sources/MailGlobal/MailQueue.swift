@@ -146,4 +146,27 @@ public struct MailQueue: Sendable {
             }
         }
     }
+
+    /// Every queue ID under `dir` (scan_dir with mail_scan_dir_next): names that are valid
+    /// queue IDs, descending into the one-character directories of hashed queues.
+    public static func scan(_ dir: String) -> [String] {
+        var out: [String] = []
+        guard let d = opendir(dir) else { return out }
+        defer { closedir(d) }
+        while let e = readdir(d) {
+            let name = withUnsafeBytes(of: e.pointee.d_name) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            if name.hasPrefix(".") { continue }
+            if name.count == 1 {
+                var st = stat()
+                if lstat(dir + "/" + name, &st) == 0 && st.st_mode & S_IFMT == S_IFDIR {
+                    out += scan(dir + "/" + name)
+                    continue
+                }
+            }
+            if QueueID.isValid(name) { out.append(name) }
+        }
+        return out
+    }
 }

@@ -19,9 +19,22 @@ public enum GetOpt {
     /// in `spec`), in order; stops at the first problem. Returns the operands.
     public static func parse(_ args: [String], spec: String,
                              _ handle: (Character, String?) -> Void) -> (operands: [String], problem: Problem?) {
+        parse(args, spec: spec, atArgument: { _, _ in false }, handle)
+    }
+
+    /// Like parse(_:spec:_:), for programs with options getopt cannot read (sendmail's
+    /// "-q" without a value): `atArgument` sees each argument before getopt does; it may
+    /// rewrite it, or return true when it took the argument itself.
+    public static func parse(_ args: [String], spec: String, atArgument: (inout [String], Int) -> Bool,
+                             _ handle: (Character, String?) -> Void) -> (operands: [String], problem: Problem?) {
+        var args = args
         let letters = Array(spec)
         var i = 0
         while i < args.count {
+            if atArgument(&args, i) {
+                i += 1
+                continue
+            }
             let a = Array(args[i])
             if args[i] == "--" { return (Array(args[(i + 1)...]), nil) }
             if a.count < 2 || a[0] != "-" { break }

@@ -65,26 +65,7 @@ final class Scanner {
     }
 
     /// Every queue ID under `dir`, descending into one-character hash directories.
-    static func walk(_ dir: String) -> [String] {
-        var out: [String] = []
-        guard let d = opendir(dir) else { return out }
-        defer { closedir(d) }
-        while let e = readdir(d) {
-            let name = withUnsafeBytes(of: e.pointee.d_name) { raw in
-                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
-            }
-            if name.hasPrefix(".") { continue }
-            if name.count == 1 {
-                var st = stat()
-                if lstat(dir + "/" + name, &st) == 0 && st.st_mode & S_IFMT == S_IFDIR {
-                    out += walk(dir + "/" + name)
-                    continue
-                }
-            }
-            if QueueID.isValid(name) { out.append(name) }
-        }
-        return out
-    }
+    static func walk(_ dir: String) -> [String] { MailQueue.scan(dir) }
 }
 
 /// A connection to a delivery agent, from connect to final reply.

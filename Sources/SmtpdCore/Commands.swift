@@ -209,7 +209,7 @@ extension Session {
             let upper = arg.uppercased()
             if upper.hasPrefix("NOTIFY=") {
                 if ehloDiscard.contains(.dsn) { return fail("501 5.7.1 DSN support is disabled") }
-                guard notify == 0, let n = Self.notifyMask(String(arg.dropFirst(7))), n != 0 else {
+                guard notify == 0, let n = DSNNotify.mask(String(arg.dropFirst(7))), n != 0 else {
                     return fail("501 5.5.4 Error: Bad NOTIFY parameter syntax")
                 }
                 notify = n
@@ -256,24 +256,6 @@ extension Session {
         }
         reply("250 2.1.5 Ok")
         return true
-    }
-
-    /// dsn_notify_mask(): NEVER, SUCCESS, FAILURE, DELAY; NEVER stands alone; 0 when bad.
-    static func notifyMask(_ v: String) -> Int? {
-        var mask = 0
-        for word in Tokens.split(v) {
-            switch word.uppercased() {
-            case "NEVER": mask |= DSNNotify.never
-            case "SUCCESS": mask |= DSNNotify.success
-            case "FAILURE": mask |= DSNNotify.failure
-            case "DELAY": mask |= DSNNotify.delay
-            default:
-                Msg.warn("unknown DSN NOTIFY command value \"\(word)\" in \"\(v)\"")
-                return nil
-            }
-        }
-        if mask & DSNNotify.never != 0 && mask & ~DSNNotify.never != 0 { return nil }
-        return mask
     }
 
     // MARK: RSET, VRFY, ETRN

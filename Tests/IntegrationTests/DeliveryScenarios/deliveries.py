@@ -24,6 +24,11 @@ Scenario syntax (one directive a line; "#" lines are comments):
                          the reference side (@DIR@ = the files directory)
   mkdir PATH             a world-writable directory under files/
   send FROM TO[,TO...]   submit a message; its lines follow, up to "."
+  sendmail [-u USER] ARGS...
+                         submit a message with our sendmail (as USER, default root), the
+                         reference pickup or ours picking it up; its lines follow, up to "."
+                         ("\\r" at the end of a line is a CR, "\\z" a missing final newline,
+                         a line "\\." a lone dot)
   wait [SECONDS]         until the queue is empty (at most SECONDS, default 20)
   sleep SECONDS
   flush                  postqueue -f: send F A D I to public/qmgr
@@ -41,7 +46,7 @@ import postfixproto as pp  # noqa: E402
 
 HOMES = "/var/tmp/swallow-homes"
 USERS = ("swtalice", "swtbob", "swtcarol")
-DELIVERY = ("qmgr", "local", "bounce", "error", "discard", "virtual", "pipe")
+DELIVERY = ("qmgr", "local", "bounce", "error", "discard", "virtual", "pipe", "pickup")
 
 MAIN_CF = """myhostname = mx.example.com
 mydomain = example.com
@@ -71,6 +76,7 @@ def master_cf(port, ref, extra=()):
              "proxymap unix - - n - - proxymap",
              "postlog unix-dgram n - n - 1 postlogd",
              f"qmgr unix n - n 300 1 {p}qmgr",
+             f"pickup unix n - n 60 1 {p}pickup",
              f"bounce unix - - n - 0 {p}bounce",
              f"defer unix - - n - 0 {p}bounce",
              f"trace unix - - n - 0 {p}bounce",
@@ -132,20 +138,23 @@ class Scenario:
                     self.files[w[1]] = "\n".join(body) + "\n"
                 else:
                     self.homefiles.append((w[1], w[2], "\n".join(body) + "\n"))
-            elif w[0] == "send":
+            elif w[0] in ("send", "sendmail"):
                 body = []
                 while lines[i] != ".":
                     body.append(lines[i])
                     i += 1
                 i += 1
-                self.steps.append(("send", w[1], w[2].split(","), w[3:], body))
+                if w[0] == "send":
+                    self.steps.append(("send", w[1], w[2].split(","), w[3:], body))
+                else:
+                    self.steps.append(("sendmail", w[1:], body))
             else:
                 self.steps.append(tuple(w))
 
 
 def queue_files(inst):
     out = []
-    for q in ("incoming", "active", "deferred", "hold", "corrupt"):
+    for q in ("maildrop", "incoming", "active", "deferred", "hold", "corrupt"):
         n = len([f for f in glob.glob(f"{inst.queue}/{q}/**", recursive=True) if os.path.isfile(f)])
         if n:
             out.append(f"{q}={n}")
@@ -204,6 +213,21 @@ def run_scenario(inst, port, scn):
                 out.append(f"send {frm} {','.join(rcpts)}: ok")
             except Exception as e:
                 out.append(f"send {frm} {','.join(rcpts)}: {e!r}")
+        elif st[0] == "sendmail":
+            _, args, body = st
+            user = "root"
+            if args[:1] == ["-u"]:
+                user, args = args[1], args[2:]
+            data = "\n".join("." if l == "\\." else l for l in body) + "\n"
+            data = data.replace("\\r\n", "\r\n").replace("\\z\n", "")
+            argv = [f"{inst.libexec}/sendmail", "-C", inst.etc] + [a.replace("@DIR@", inst.root + "/files") for a in args]
+            if user != "root":
+                argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--"] + argv
+            r = subprocess.run(argv, input=data.encode(), capture_output=True, timeout=30,
+                               env={"PATH": "/usr/bin:/bin", "LANG": "C"})
+            out.append(f"sendmail {' '.join(args)}: exit {r.returncode}")
+            out += ["  " + l for l in r.stdout.decode(errors="replace").splitlines()]
+            out += ["  stderr: " + l for l in r.stderr.decode(errors="replace").splitlines()]
         elif st[0] == "wait":
             ok = wait_empty(inst, float(st[1]) if len(st) > 1 else 20)
             out.append("wait: " + ("queue empty" if ok else "queue not empty: " + " ".join(queue_files(inst))))
@@ -273,6 +297,9 @@ def normalise(lines, log, root):
     for i, q in enumerate(ids):
         text = text.replace(q, f"QID{i}")
     text = text.replace(root, "INST")
+    for u in USERS:
+        uid = pwd.getpwnam(u).pw_uid
+        text = re.sub(rf"\b(uid=|userid ){uid}\b", rf"\g<1>UID({u})", text)
     text = re.sub(r"delay=[\d.]+, delays=[\d.]+/[\d.]+/[\d.]+/[\d.]+", "delay=D, delays=D", text)
     text = re.sub(r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), [ \d]\d \w{3} \d{4} \d\d:\d\d:\d\d [+-]\d{4} \(\w+\)", "DATE", text)
     text = re.sub(r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun) \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}", "ASCTIME", text)
