@@ -50,14 +50,7 @@ public enum Postdrop {
         signal(SIGXFSZ, SIG_IGN)
         for sig in [SIGINT, SIGQUIT, SIGTERM, SIGHUP] { signal(sig, postdropSignal) }
         Msg.cleanup = removePending
-        let sizeLimit = config.int("message_size_limit")
-        if sizeLimit > 0 {
-            var rl = rlimit()
-            if getrlimit(Int32(RLIMIT_FSIZE.rawValue), &rl) == 0, rl.rlim_cur > rlim_t(sizeLimit) {
-                rl.rlim_cur = rlim_t(sizeLimit)
-                setrlimit(Int32(RLIMIT_FSIZE.rawValue), &rl)
-            }
-        }
+        limitFileSize(config)
 
         var start = timeval()
         gettimeofday(&start, nil)

@@ -142,8 +142,7 @@ public enum Sendmail {
             case "X":
                 guard arg.first == "V" else { Msg.fatal(status: EX.usage, "unsupported: -X\(arg.prefix(1))") }
                 let delims = String(arg.dropFirst())
-                if let problem = verpProblem(delims, filter: config.string("verp_delimiter_filter")) {
-                    _ = problem
+                if !verpDelimitersOK(delims, filter: config.string("verp_delimiter_filter")) {
                     Msg.fatal(status: EX.usage, "-V requires two characters from \(config.string("verp_delimiter_filter"))")
                 }
                 o.verp = delims
@@ -267,12 +266,21 @@ public enum Sendmail {
     }
 
     /// verp_delims_verify: two characters, both allowed by verp_delimiter_filter.
-    static func verpProblem(_ delims: String, filter: String) -> String? {
+    static func verpDelimitersOK(_ delims: String, filter: String) -> Bool {
         let d = Array(delims.utf8)
-        if d.count != 2 { return "bad VERP delimiter character count" }
         let allowed = Set(filter.utf8)
-        if !d.allSatisfy({ allowed.contains($0) }) { return "bad VERP delimiter character" }
-        return nil
+        return d.count == 2 && d.allSatisfy { allowed.contains($0) }
+    }
+}
+
+/// Stops run-away accidents (not an attack): no file may grow past message_size_limit.
+func limitFileSize(_ config: MailConfig) {
+    let sizeLimit = config.int("message_size_limit")
+    guard sizeLimit > 0 else { return }
+    var rl = rlimit()
+    if getrlimit(Int32(RLIMIT_FSIZE.rawValue), &rl) == 0, rl.rlim_cur > rlim_t(sizeLimit) {
+        rl.rlim_cur = rlim_t(sizeLimit)
+        setrlimit(Int32(RLIMIT_FSIZE.rawValue), &rl)
     }
 }
 
@@ -293,14 +301,7 @@ struct Enqueue {
         if let who = UserACL.denied(config, parameter: "authorized_submit_users", uid: uid) {
             Msg.fatal(status: EX.noPerm, "User \(who)(\(uid)) is not allowed to submit mail")
         }
-        let sizeLimit = config.int("message_size_limit")
-        if sizeLimit > 0 {
-            var rl = rlimit()
-            if getrlimit(Int32(RLIMIT_FSIZE.rawValue), &rl) == 0, rl.rlim_cur > rlim_t(sizeLimit) {
-                rl.rlim_cur = rlim_t(sizeLimit)
-                setrlimit(Int32(RLIMIT_FSIZE.rawValue), &rl)
-            }
-        }
+        limitFileSize(config)
         let sender: String
         if let given = o.sender {
             let addrs = Tok822.addresses(Address822.parse(given))
@@ -500,7 +501,6 @@ final class HeaderRecipients {
 
     static let plain: Set<String> = ["to", "cc", "bcc"]
     static let resentNames: Set<String> = ["resent-to", "resent-cc", "resent-bcc"]
-    /// Resent- headers that are not recipients still count as "resent" only via recipients.
 
     var result: [String] { resent ? resentRecipients : recipients }
 

@@ -63,15 +63,15 @@ def u32(n):
     return n & 0xFFFFFFFF
 
 
-def read_records(path):
-    """[(offset, type character, bytes)] of a queue file."""
-    data = open(path, "rb").read()
+def parse_records(data):
+    """[(offset, type character, bytes)] of a record stream; a truncated last record
+    keeps what there is of it."""
     out, i = [], 0
     while i < len(data):
         start, t = i, chr(data[i])
         i += 1
         length, shift = 0, 0
-        while True:
+        while i < len(data):
             b = data[i]
             i += 1
             length |= (b & 0x7F) << shift
@@ -81,3 +81,8 @@ def read_records(path):
         out.append((start, t, data[i:i + length]))
         i += length
     return out
+
+
+def read_records(path):
+    """[(offset, type character, bytes)] of a queue file."""
+    return parse_records(open(path, "rb").read())

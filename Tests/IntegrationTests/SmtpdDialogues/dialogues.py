@@ -33,6 +33,7 @@ import argparse, difflib, os, re, socket, sys, threading, time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "..", "Support"))
 import mailinstance  # noqa: E402
+import postfixproto as pp  # noqa: E402
 
 MAIN_CF = """myhostname = mx.example.com
 mail_name = Postfix
@@ -282,20 +283,9 @@ def queue_file(inst, queue_id):
     else:
         return [f"q: {queue_id} (not in incoming or hold)"]
     data = open(path, "rb").read()
-    out, i = [f"q: ({q})"], 0
-    while i < len(data):
-        kind = chr(data[i])
-        i += 1
-        length, shift = 0, 0
-        while i < len(data):
-            b = data[i]
-            i += 1
-            length |= (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                break
-        text = data[i:i + length].decode("utf-8", "replace")
-        i += length
+    out = [f"q: ({q})"]
+    for _, kind, payload in pp.parse_records(data):
+        text = payload.decode("utf-8", "replace")
         if kind == "C":
             f = text.split()
             text = f"recipients={f[2]} flags={f[3]} sendopts={f[5] if len(f) > 5 else ''}"

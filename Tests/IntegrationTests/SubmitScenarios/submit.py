@@ -13,6 +13,9 @@ Usage: submit.py BUILD_DIR [--reference DIR] [--record]
 import argparse, difflib, os, shutil, subprocess, sys, tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "..", "Support"))
+import postfixproto as pp  # noqa: E402
+
 FAKE = f"{HERE}/fake-command.py"
 
 MSG = b"Subject: hello\n\nbody line\n"
@@ -193,22 +196,7 @@ def attr0(data):
 
 
 def records(data):
-    out, i = [], 0
-    while i < len(data):
-        t = chr(data[i])
-        i += 1
-        length, shift = 0, 0
-        while i < len(data):
-            b = data[i]
-            i += 1
-            length |= (b & 0x7F) << shift
-            if b & 0x80 == 0:
-                break
-            shift += 7
-        payload = data[i:i + length]
-        i += length
-        out.append(f"  {t} {payload!r}")
-    return out
+    return [f"  {t} {payload!r}" for _, t, payload in pp.parse_records(data)]
 
 
 def setup(root, ref, main_extra):
