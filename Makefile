@@ -23,8 +23,8 @@ BUILD_PACKAGES = libssl-dev libsasl2-dev libdb-dev libpcre2-dev pkg-config libsq
 TEST_PACKAGES  = python3 swaks util-linux postgresql pflogsumm
 
 # Programs by install location; only those already built are installed.
-COMMANDS = postconf postfix postlog postmap postalias sendmail postdrop
-DAEMONS  = master postlogd proxymap trivial-rewrite cleanup smtpd qmgr local virtual pipe bounce error discard pickup
+COMMANDS = postconf postfix postlog postmap postalias sendmail postdrop postqueue postsuper postcat
+DAEMONS  = master postlogd proxymap trivial-rewrite cleanup smtpd qmgr local virtual pipe bounce error discard pickup showq
 
 RELEASE_BIN = .build/release
 # The reference Postfix 3.7, unpacked here for comparison tests (never installed).

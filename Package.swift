@@ -27,6 +27,10 @@ let programs: [(name: String, deps: [Target.Dependency])] = [
     ("sendmail", ["SubmitCore"]),
     ("postdrop", ["SubmitCore"]),
     ("pickup", ["PickupCore"]),
+    ("showq", ["ShowqCore"]),
+    ("postqueue", ["QueueAdminCore"]),
+    ("postsuper", ["QueueAdminCore"]),
+    ("postcat", ["QueueAdminCore"]),
     // Only for the integration tests; never installed.
     ("swallow-testd", ["MailServer", "MailUtil"]),
 ]
@@ -61,6 +65,8 @@ let package = Package(
         .target(name: "LocalCore", dependencies: ["DeliverCore", "MailServer", "MailGlobal", "MailDict", "MailUtil"]),
         .target(name: "SubmitCore", dependencies: ["MailGlobal", "MailUtil"]),
         .target(name: "PickupCore", dependencies: ["MailServer", "MailGlobal", "MailUtil"]),
+        .target(name: "ShowqCore", dependencies: ["MailServer", "MailGlobal", "MailUtil"]),
+        .target(name: "QueueAdminCore", dependencies: ["MailGlobal", "MailUtil"]),
         .target(name: "PostconfCore", dependencies: ["MailGlobal", "MailUtil", "COpenSSL"]),
 
         .testTarget(name: "SystemLibraryTests",
@@ -71,7 +77,7 @@ let package = Package(
         .testTarget(name: "MailDictTests", dependencies: ["MailDict", "MailUtil"]),
         .testTarget(name: "MailGlobalTests", dependencies: ["MailGlobal", "MailDict", "MailUtil", "TestSupport"]),
         .testTarget(name: "IntegrationTests", dependencies: ["MailGlobal", "MailUtil", "CShim", "TestSupport"],
-                    exclude: ["SmtpdDialogues", "BounceScenarios", "DeliveryScenarios", "SubmitScenarios"]),
+                    exclude: ["SmtpdDialogues", "BounceScenarios", "DeliveryScenarios", "SubmitScenarios", "QueueScenarios"]),
         .testTarget(name: "PostmapTests", dependencies: ["TestSupport"], exclude: ["Scenarios"]),
         .testTarget(name: "PostconfTests", dependencies: ["PostconfCore", "MailGlobal", "MailUtil", "TestSupport"],
                     exclude: ["Scenarios", "Fixtures"]),

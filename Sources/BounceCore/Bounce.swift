@@ -53,7 +53,7 @@ final class BounceSettings {
 
     init(config: MailConfig) {
         self.config = config
-        queue = MailQueue(root: "", hashedQueues: config.list("hash_queue_names"), hashDepth: config.int("hash_queue_depth"))
+        queue = MailQueue(config: config)
         myhostname = config.string("myhostname")
         mailName = config.string("mail_name")
         var fixed = ""

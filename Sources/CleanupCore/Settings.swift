@@ -91,8 +91,7 @@ final class Settings {
     init(config: MailConfig) {
         self.config = config
         rewriter = TrivialRewriteClient(config: config)
-        queue = MailQueue(root: "", hashedQueues: config.list("hash_queue_names"),
-                          hashDepth: config.int("hash_queue_depth"), longIDs: config.bool("enable_long_queue_ids"))
+        queue = MailQueue(config: config)
         let local = LocalDomains(config: config)
         let ext = AddressExtension(config: config)
         self.local = local

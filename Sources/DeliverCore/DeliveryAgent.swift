@@ -110,8 +110,7 @@ public enum DeliveryAgent {
             Msg.warn("deliver_request_get: bad queue name or queue id: \(request.queueName) \(request.queueID)")
             return
         }
-        let queue = MailQueue(root: "", hashedQueues: ctx.config.list("hash_queue_names"),
-                              hashDepth: ctx.config.int("hash_queue_depth"))
+        let queue = MailQueue(config: ctx.config)
         let path = queue.path(request.queueName, qid)
         let fd = open(path, O_RDWR | O_CLOEXEC)
         if fd < 0 { Msg.fatal("open \(request.queueName) \(request.queueID): \(errnoText(errno))") }

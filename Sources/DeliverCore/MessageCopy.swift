@@ -28,12 +28,7 @@ public enum MessageCopy {
         var out = ""
         let quoted = sender.isEmpty ? "" : Quote822.quote822(sender)
         if flags.contains(.from) {
-            var now = time(nil)
-            var tmv = tm()
-            localtime_r(&now, &tmv)
-            var buf = [CChar](repeating: 0, count: 64)
-            asctime_r(&tmv, &buf)
-            let date = String(cString: buf).prefix(24)
+            let date = MailDate.asctime(time(nil))
             out += "From \(sender.isEmpty ? "MAILER-DAEMON" : quoted)  \(date)\(eol)"
         }
         if flags.contains(.returnPath) { out += "Return-Path: <\(quoted)>\(eol)" }

@@ -300,6 +300,20 @@ public final class AttrReader {
         }
     }
 
+    /// Reads the named attributes, in this order, of a list that goes on (attr_scan with
+    /// ATTR_FLAG_MORE|ATTR_FLAG_STRICT): no terminator is consumed.
+    public func scanMore(_ names: [String]) throws -> [[UInt8]] {
+        var values: [[UInt8]] = []
+        for (i, name) in names.enumerated() {
+            guard let ev = try next(atStart: i == 0) else { throw AttrError.truncated }
+            guard case .pair(let n, let v) = ev, n == name else {
+                throw AttrError.malformed("expected attribute \(name)")
+            }
+            values.append(v)
+        }
+        return values
+    }
+
     /// Reads the next element. At the start of a list, end of input yields nil.
     public func next(atStart: Bool = false) throws -> AttrEvent? {
         do {

@@ -1,5 +1,6 @@
 // MailDate: the date format of Received:, Date: and bounce headers.
-// Mirrors Postfix global/mail_date.c: "Sat,  1 Nov 2026 10:00:00 +0100 (CET)".
+// Mirrors Postfix global/mail_date.c: "Sat,  1 Nov 2026 10:00:00 +0100 (CET)"; and the
+// asctime() form of mailq, postcat and From_ lines.
 import Glibc
 
 public enum MailDate {
@@ -18,5 +19,16 @@ public enum MailDate {
         let zn = strftime(&buf, buf.count, " (%Z)", &lt)
         s += String(decoding: buf[0..<zn].map { UInt8(bitPattern: $0) }, as: UTF8.self)
         return s
+    }
+
+    /// asctime(localtime(t)) without its newline: "Wed Dec  2 15:17:44 2026".
+    public static func asctime(_ when: time_t) -> String {
+        var t = when
+        var lt = tm()
+        localtime_r(&t, &lt)
+        var buf = [CChar](repeating: 0, count: 64)
+        asctime_r(&lt, &buf)
+        let bytes = buf.prefix(while: { $0 != 0 && $0 != 0x0A }).map { UInt8(bitPattern: $0) }
+        return String(decoding: bytes, as: UTF8.self)
     }
 }

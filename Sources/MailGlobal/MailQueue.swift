@@ -69,6 +69,34 @@ public struct MailQueue: Sendable {
         directory(queue, id) + "/" + id.text
     }
 
+    /// The queue layout main.cf describes.
+    public init(config: MailConfig, root: String = "") {
+        self.init(root: root, hashedQueues: config.list("hash_queue_names"), hashDepth: config.int("hash_queue_depth"),
+                  longIDs: config.bool("enable_long_queue_ids"))
+    }
+
+    /// mail_open_ok: `id` in `queue` is a complete queue file that may be opened: a regular
+    /// file with all owner bits set and one link. Returns its path and lstat result.
+    public func openable(_ queue: String, _ id: String) -> (path: String, stat: stat)? {
+        guard let qid = QueueID(id) else { return nil }
+        let p = path(queue, qid)
+        var st = stat()
+        if lstat(p, &st) < 0 {
+            if errno != ENOENT { Msg.warn("\(p): \(errnoText(errno))") }
+            return nil
+        }
+        if st.st_mode & S_IFMT != S_IFREG {
+            Msg.warn("\(p): uid \(st.st_uid): not a regular file")
+            return nil
+        }
+        if st.st_mode & S_IRWXU != QueueFileMode.ready { return nil }
+        if st.st_nlink > 1 {
+            Msg.warn("\(p): uid \(st.st_uid): file has \(st.st_nlink) links")
+            return nil
+        }
+        return (p, st)
+    }
+
     /// Creates a new file in `queue` under a fresh ID, open for reading and writing, with
     /// mode 0600|extra (not yet ready). Returns the ID and descriptor.
     public func create(in queue: String, extraMode: mode_t = 0) throws -> (id: QueueID, fd: Int32) {

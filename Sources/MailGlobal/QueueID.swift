@@ -72,6 +72,38 @@ public struct QueueID: Hashable, Sendable, CustomStringConvertible, Comparable {
         return (0..<max(depth, 0)).map { i in i < h.count ? String(UnicodeScalar(h[i])) : "_" }
     }
 
+    /// MQID_GET_INUM: the inode number the name carries (hex after five digits of
+    /// microseconds, or base 51 after the "z" of a long ID); nil when it does not parse.
+    public var inode: UInt64? {
+        let u = Array(text.utf8)
+        if isLong, let z = u.lastIndex(of: QueueID.longSeparator) {
+            let digits = u[(z + 1)...]
+            guard !digits.isEmpty else { return nil }
+            var v: UInt64 = 0
+            for c in digits {
+                guard let d = QueueID.alphabet.firstIndex(of: c), d < 51 else { return nil }
+                let (m, o1) = v.multipliedReportingOverflow(by: 51)
+                let (a, o2) = m.addingReportingOverflow(UInt64(d))
+                if o1 || o2 { return nil }
+                v = a
+            }
+            return v
+        }
+        guard u.count > 5 else { return nil }
+        return UInt64(String(decoding: u[5...], as: UTF8.self), radix: 16)
+    }
+
+    /// The name postsuper gives the file when it does not match `inode` (fix_queue_id): the
+    /// same time digits with the inode replaced; a long name becomes short unless `long`.
+    public func renamed(inode: UInt64, long: Bool) -> QueueID {
+        let u = Array(text.utf8)
+        if isLong, let z = u.lastIndex(of: QueueID.longSeparator) {
+            if long { return QueueID(unchecked: String(decoding: u[..<z], as: UTF8.self) + "z" + QueueID.encode(inode, base: 51, pad: 0)) }
+            return QueueID(unchecked: hashText + QueueID.hex(inode, width: 0))
+        }
+        return QueueID(unchecked: String(decoding: u.prefix(5), as: UTF8.self) + QueueID.hex(inode, width: 0))
+    }
+
     static func hex(_ v: UInt64, width: Int) -> String {
         var s = String(v, radix: 16, uppercase: true)
         if s.count < width { s = String(repeating: "0", count: width - s.count) + s }

@@ -20,6 +20,7 @@ public final class Pickup {
     let filter: String
     let baseFlags: CleanupFlags
     let autoUTF8: Bool
+    let queue: MailQueue
 
     /// Records allowed in each part of a maildrop file; the first letter ends the part.
     static let envelopeTypes = Set("MCTcFILSDRO/WVA>K<ion".utf8)
@@ -28,6 +29,7 @@ public final class Pickup {
 
     init(ctx: ServerContext) {
         config = ctx.config
+        queue = MailQueue(config: config)
         ownerUID = ctx.accounts.ownerUID
         lineLimit = config.int("line_length_limit")
         filter = config.string("content_filter")
@@ -51,22 +53,8 @@ public final class Pickup {
         repeat {
             removed = 0
             for id in MailQueue.scan(QueueName.maildrop) {
-                let path = QueueName.maildrop + "/" + id
-                var st = stat()
-                if lstat(path, &st) < 0 {
-                    if errno != ENOENT { Msg.warn("\(path): \(errnoText(errno))") }
-                    continue
-                }
-                if st.st_mode & S_IFMT != S_IFREG {
-                    Msg.warn("\(path): uid \(st.st_uid): not a regular file")
-                    continue
-                }
-                // Not yet complete (postdrop still writing it).
-                if st.st_mode & S_IRWXU != QueueFileMode.ready { continue }
-                if st.st_nlink > 1 {
-                    Msg.warn("\(path): uid \(st.st_uid): file has \(st.st_nlink) links")
-                    continue
-                }
+                // Incomplete files (postdrop still writing) are left alone.
+                guard let (path, st) = queue.openable(QueueName.maildrop, id) else { continue }
                 guard pickupFile(path, st) == .remove else { continue }
                 if unlink(path) < 0 {
                     Msg.warn("remove \(path): \(errnoText(errno))")

@@ -122,7 +122,7 @@ public final class Qmgr {
         self.ctx = ctx
         config = ctx.config
         loop = ctx.loop
-        mailQueue = MailQueue(root: "", hashedQueues: config.list("hash_queue_names"), hashDepth: config.int("hash_queue_depth"))
+        mailQueue = MailQueue(config: config)
         rewrite = TrivialRewriteClient(config: config)
         report = DeliveryReport(config: config)
         addressExtension = AddressExtension(config: config)

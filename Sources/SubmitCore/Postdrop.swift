@@ -54,8 +54,7 @@ public enum Postdrop {
 
         var start = timeval()
         gettimeofday(&start, nil)
-        let queue = MailQueue(hashedQueues: config.list("hash_queue_names"), hashDepth: config.int("hash_queue_depth"),
-                              longIDs: config.bool("enable_long_queue_ids"))
+        let queue = MailQueue(config: config)
         let created: (id: QueueID, fd: Int32)
         do {
             created = try queue.create(in: QueueName.maildrop, extraMode: 0o444)

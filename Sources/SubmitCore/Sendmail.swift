@@ -8,17 +8,6 @@ import Glibc
 import MailUtil
 import MailGlobal
 
-/// sysexits(3) codes of the submission programs.
-enum EX {
-    static let usage: Int32 = 64
-    static let dataErr: Int32 = 65
-    static let unavailable: Int32 = 69
-    static let software: Int32 = 70
-    static let osErr: Int32 = 71
-    static let tempFail: Int32 = 75
-    static let noPerm: Int32 = 77
-}
-
 public enum Sendmail {
     enum Mode { case enqueue, newAliases, mailq, daemon, user, flushQueue, ignore }
 

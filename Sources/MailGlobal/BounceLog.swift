@@ -6,34 +6,35 @@
 // attribute, and a blank line; readers also accept old-style records alone.
 import Glibc
 import MailUtil
-import MailGlobal
 
 /// One recipient's entry in a logfile.
-struct LogRecord {
-    var recipient = ""
-    var originalRecipient = ""
-    var offset = 0
-    var dsnOriginalRecipient = ""
-    var notify = 0
-    var status = ""
-    var action = ""
-    var diagnosticType = ""
-    var diagnosticText = ""
-    var mtaType = ""
-    var mtaName = ""
-    var reason = ""
+public struct LogRecord: Sendable {
+    public var recipient = ""
+    public var originalRecipient = ""
+    public var offset = 0
+    public var dsnOriginalRecipient = ""
+    public var notify = 0
+    public var status = ""
+    public var action = ""
+    public var diagnosticType = ""
+    public var diagnosticText = ""
+    public var mtaType = ""
+    public var mtaName = ""
+    public var reason = ""
+
+    public init() {}
 }
 
-enum BounceLog {
+public enum BounceLog {
     /// The path of SERVICE/ID (hashed as the queue configuration says).
-    static func path(_ service: String, _ id: String, _ queue: MailQueue) -> String {
+    public static func path(_ service: String, _ id: String, _ queue: MailQueue) -> String {
         guard let qid = QueueID(id) else { return "\(service)/\(id)" }
         return queue.path(service, qid)
     }
 
     /// Appends one record; any failure is fatal, so that the queue manager backs off
     /// and nothing is lost.
-    static func append(service: String, queueID: String, recipient: RecipientInfo, status: DeliveryStatus,
+    public static func append(service: String, queueID: String, recipient: RecipientInfo, status: DeliveryStatus,
                        queue: MailQueue, oldStyle: Bool) {
         let p = path(service, queueID, queue)
         var fd = open(p, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
@@ -86,7 +87,7 @@ enum BounceLog {
     }
 
     /// Control characters become "?" (printable(3) with '?').
-    static func printable(_ s: String) -> String {
+    public static func printable(_ s: String) -> String {
         if s.utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7F }) { return s }
         var out = String.UnicodeScalarView()
         for u in s.unicodeScalars {
@@ -97,7 +98,7 @@ enum BounceLog {
 
     /// Reads every record of SERVICE/ID; nil when there is no logfile. Records without
     /// DSN information get the service's defaults.
-    static func read(service: String, queueID: String, queue: MailQueue, config: MailConfig) -> [LogRecord]? {
+    public static func read(service: String, queueID: String, queue: MailQueue, config: MailConfig) -> [LogRecord]? {
         let p = path(service, queueID, queue)
         let fd = open(p, O_RDONLY | O_CLOEXEC)
         if fd < 0 {

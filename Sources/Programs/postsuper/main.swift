@@ -1,0 +1,4 @@
+// postsuper(1): queue maintenance for the superuser; the logic is in QueueAdminCore.
+import QueueAdminCore
+
+Postsuper.main(CommandLine.arguments)
