@@ -21,6 +21,14 @@ public final class AttrClient {
         reader = AttrReader(stream, encoding: encoding)
     }
 
+    /// Talks over an open stream (a child's pipes); `path` names it in messages.
+    public init(stream: FDStream, path: String, encoding: AttrEncoding = .attr0) {
+        self.path = path
+        self.encoding = encoding
+        self.stream = stream
+        reader = AttrReader(stream, encoding: encoding)
+    }
+
     /// Connects to service `name` of `serviceClass` ("public" or "private").
     public convenience init(serviceClass: String, name: String, encoding: AttrEncoding = .attr0,
                             timeout: Int = 3600) throws {

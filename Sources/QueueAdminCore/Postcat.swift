@@ -235,7 +235,7 @@ public enum Postcat {
         let verbose = Msg.verbose > 0
         if start == 0 && data.isEmpty { return }
         var reader = Reader(data: data, path: path, follow: !verbose, position: start)
-        if start == 0, let first = data.first, !(Set("MCTcFILSDRO/WVA>K<ion".utf8).contains(first) || first == 0) {
+        if start == 0, let first = data.first, !(RecordSegment.envelope.allowed.contains(first) || first == 0) {
             warn("\(path): input is not a valid queue file")
             return
         }

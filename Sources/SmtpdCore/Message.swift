@@ -29,7 +29,10 @@ extension Session {
     }
 
     /// mail_open_stream: a new queue file, and the envelope records before the recipients.
+    /// In stand-alone mode (sendmail -bs) the message goes through the set-gid postdrop
+    /// instead, with only the records postdrop accepts from a user.
     func openCleanup(sender: String) {
+        if s.standalone { return openPostdrop(sender: sender) }
         do {
             let c = try AttrClient(serviceClass: MailClass.public, name: s.cleanupService)
             let hello = try c.expectProtocol(MailProtocol.cleanup)
@@ -77,6 +80,41 @@ extension Session {
         }
     }
 
+    func openPostdrop(sender: String) {
+        let command = s.commandDirectory + "/postdrop"
+        do {
+            let drop = try PostdropPipe(path: command, argv: [command] + (Msg.verbose > 0 ? ["-v"] : []),
+                                        environment: s.exportEnvironment)
+            postdrop = drop
+            let c = AttrClient(stream: FDStream(fd: drop.output.fd, writeFD: drop.input.fd), path: command)
+            let hello = try c.expectProtocol(MailProtocol.postdrop)
+            var sc = hello.scanner()
+            let id = try sc.string(MailAttr.queueID)
+            var out: [UInt8] = []
+            func attr(_ n: String, _ v: String) { RecordCodec.append(&out, .attribute, Array((n + "=" + v).utf8)) }
+            if !envid.isEmpty { attr(MailAttr.dsnEnvelopeID, envid) }
+            if retFlags != 0 { attr(MailAttr.dsnRetFlags, String(retFlags)) }
+            RecordCodec.append(&out, .sender, Array(sender.utf8))
+            if !encoding.isEmpty { attr(MailAttr.encoding, encoding) }
+            if !verpDelimiters.isEmpty && !sender.isEmpty { RecordCodec.append(&out, .verp, Array(verpDelimiters.utf8)) }
+            try c.stream.write(out)
+            cleanup = c
+            queueID = id
+        } catch {
+            Msg.warn("could not execute command \(command): \(error)")
+            closePostdrop()
+            cleanupFailed = true
+        }
+    }
+
+    /// Ends postdrop: it drops an unfinished file when its input ends early.
+    func closePostdrop() {
+        guard let drop = postdrop else { return }
+        let status = drop.wait()
+        if status != 0 { Msg.warn("command \(s.commandDirectory)/postdrop exit status \(status)") }
+        postdrop = nil
+    }
+
     func cleanupLost(_ error: Error) {
         Msg.warn("\(queueID ?? "NOQUEUE"): cleanup service: \(error)")
         cleanup = nil
@@ -89,6 +127,7 @@ extension Session {
         // What was sent so far reaches cleanup (which drops it at the missing end record).
         try? cleanup?.stream.flush()
         cleanup = nil
+        closePostdrop()
         queueID = nil
         sender = nil
         recipient = nil

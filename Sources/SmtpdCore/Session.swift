@@ -62,6 +62,8 @@ final class Session {
     /// Transactions started in this session (for the policy "instance").
     var transactionCount = 0
     var cleanup: AttrClient?
+    /// postdrop, in stand-alone mode: the process behind `cleanup`.
+    var postdrop: PostdropPipe?
     var queueID: String?
     var arrival = timeval()
     var savedFlags: CleanupFlags = []

@@ -81,6 +81,9 @@ final class Settings {
     let relayBeforeRecipientChecks: Bool
     let noUnknownRecipientChecks: Bool
     let cleanupService: String
+    /// Stand-alone mode: where postdrop lives, and the environment it gets.
+    let commandDirectory: String
+    let exportEnvironment: [String]
     let cleanupFlags: CleanupFlags
     let contentFilter: String
     let rewriter: TrivialRewriteClient
@@ -142,7 +145,9 @@ final class Settings {
         softBounce = config.bool("soft_bounce")
         ehloDiscard = EHLOMask.parse(config.string("smtpd_discard_ehlo_keywords"), parameter: "smtpd_discard_ehlo_keywords")
         let discardMaps = config.string("smtpd_discard_ehlo_keyword_address_maps")
-        ehloDiscardMaps = discardMaps.isEmpty ? nil
+        // Stand-alone mode (sendmail -bs) makes no access checks, so it opens no tables: the
+        // user who runs it could not reach proxymap anyway.
+        ehloDiscardMaps = discardMaps.isEmpty || standalone ? nil
             : Maps(title: "smtpd_discard_ehlo_keyword_address_maps", mapNames: discardMaps, flags: .lock)
         // "normalize" (Postfix 3.9's default; "yes" and "normal" mean the same): a bare LF
         // ends a line but never the message; "reject" refuses it; "no" is the old way.
@@ -191,6 +196,8 @@ final class Settings {
         let overrides = config.list("receive_override_options")
         noUnknownRecipientChecks = overrides.contains { $0.lowercased() == "no_unknown_recipient_checks" }
         cleanupService = config.string("cleanup_service_name")
+        commandDirectory = config.string("command_directory")
+        exportEnvironment = ImportEnvironment.filtered(config, parameter: "export_environment")
         cleanupFlags = CleanupFlags([.external, .smtpReply]).overridden(by: overrides)
         contentFilter = config.string("content_filter")
         rewriter = TrivialRewriteClient(config: config)
@@ -237,7 +244,7 @@ final class Settings {
         self.ext = ext
         func finder(_ name: String) -> MailAddrFinder? {
             let v = config.string(name)
-            if v.isEmpty { return nil }
+            if v.isEmpty || standalone { return nil }
             return MailAddrFinder(maps: Maps(title: name, mapNames: v, flags: .lock), local: local, extension: ext)
         }
         localRecipientMaps = finder("local_recipient_maps")
@@ -249,7 +256,7 @@ final class Settings {
         recipientCanonicalMaps = finder("recipient_canonical_maps")
         doubleBounceSender = config.string("double_bounce_sender")
         let replyMaps = config.string("rbl_reply_maps")
-        rblReplyMaps = replyMaps.isEmpty ? nil : Maps(title: "rbl_reply_maps", mapNames: replyMaps, flags: .lock)
+        rblReplyMaps = replyMaps.isEmpty || standalone ? nil : Maps(title: "rbl_reply_maps", mapNames: replyMaps, flags: .lock)
         defaultRBLReply = config.string("default_rbl_reply")
         rblCode = config.int("maps_rbl_reject_code")
         mapsRBLDomains = config.list("maps_rbl_domains")

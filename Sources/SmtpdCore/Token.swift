@@ -127,9 +127,10 @@ extension Session {
     }
 
     /// smtpd_check_addr: the resolver must not call the address malformed, and without
-    /// SMTPUTF8 its domain must be ASCII.
+    /// SMTPUTF8 its domain must be ASCII. Not in stand-alone mode (sendmail -bs), whose user
+    /// cannot reach trivial-rewrite; cleanup rewrites the address later.
     func addressResolves(_ address: String, smtputf8: Bool) -> Bool {
-        if address.isEmpty { return true }
+        if address.isEmpty || s.standalone { return true }
         let r = s.rewriter.resolve(address, sender: whereText == "MAIL" ? (recipient ?? "") : (sender ?? ""))
         if r.flags.contains(.error) { return false }
         if !smtputf8, let at = r.recipient.lastIndex(of: "@") {

@@ -32,6 +32,20 @@ import Glibc
         #expect(!QueueName.isValid("defer/red"))
     }
 
+    @Test func inodeNumbersAndRenaming() {
+        let short = QueueID.short(usec: 0x12345, inode: 0xABCDEF)
+        #expect(short.inode == 0xABCDEF)
+        #expect(short.renamed(inode: 0x99, long: false).text == "1234599")
+        #expect(short.renamed(inode: 0x99, long: true).text == "1234599")
+        let long = QueueID.long(sec: 1_700_000_000, usec: 0x12345, inode: 123_456_789)
+        #expect(long.inode == 123_456_789)
+        #expect(long.renamed(inode: 5, long: true) == QueueID.long(sec: 1_700_000_000, usec: 0x12345, inode: 5))
+        // Long to short keeps the microseconds, as postsuper -s does for enable_long_queue_ids = no.
+        #expect(long.renamed(inode: 0x1F, long: false).text == "123451F")
+        #expect(QueueID("12345")!.inode == nil)
+        #expect(QueueID("12345XYZ")!.inode == nil)
+    }
+
     @Test func queuePathsAndCreation() throws {
         var t = Array("/tmp/swallow-q-XXXXXX".utf8CString)
         let root = t.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }

@@ -297,6 +297,8 @@ def normalise(lines, log, root):
     for i, q in enumerate(ids):
         text = text.replace(q, f"QID{i}")
     text = text.replace(root, "INST")
+    # Maildrop IDs (sendmail -bs) appear in no log line.
+    text = re.sub(r"\b(queued as|with E?SMTP id) [0-9A-Za-z]{10,}\b", r"\1 MAILDROPID", text)
     for u in USERS:
         uid = pwd.getpwnam(u).pw_uid
         text = re.sub(rf"\b(uid=|userid ){uid}\b", rf"\g<1>UID({u})", text)

@@ -212,8 +212,9 @@ def build_queue(s):
     code, out, err = run([s.ours("postsuper"), "-e", by_sender['"odd name"@x.example']], env=s.env)
     if code != 0:
         raise RuntimeError(f"postsuper -e: {out}{err}")
-    # Mail that stays in maildrop: no pickup or qmgr from now on.
+    # Mail that stays in maildrop, under long queue IDs: no pickup or qmgr from now on.
     open(s.etc + "/master.cf", "w").write(MASTER_BASE)
+    open(s.etc + "/main.cf", "a").write("enable_long_queue_ids = yes\n")
     s.inst.start()
     s.submit("lisa@x.example", ["mike@a.example"], 150, "in maildrop")
     s.submit("nina@x.example", ["oscar@a.example"], 150, "private", user="nobody")
@@ -230,11 +231,12 @@ def walk_files(top):
 
 def listings(s, f):
     """postqueue -p/-j: ours and the reference's, each with both showq daemons."""
+    short_ours = s.config("etc-short", "enable_long_queue_ids = no\n")
     long_ours = s.config("etc-long", "enable_long_queue_ids = yes\n")
-    refq = s.config("etc-refshowq", "showq_service_name = refshowq\n")
+    refq = s.config("etc-refshowq", "enable_long_queue_ids = no\nshowq_service_name = refshowq\n")
     long_refq = s.config("etc-long-refshowq", "enable_long_queue_ids = yes\nshowq_service_name = refshowq\n")
     for opt in ("-p", "-j"):
-        for layout, (cfg, cfg_refq) in (("short", (s.etc, refq)), ("long", (long_ours, long_refq))):
+        for layout, (cfg, cfg_refq) in (("short", (short_ours, refq)), ("long", (long_ours, long_refq))):
             outs = [("ours+our showq", show(run([s.ours("postqueue"), "-c", cfg, opt], env=s.env)))]
             if s.ref:
                 outs.append(("reference+reference showq", show(run([s.theirs("postqueue"), "-c", cfg_refq, opt], env=s.ref_env))))
@@ -259,6 +261,16 @@ def listings(s, f):
     # mailq through sendmail.
     f.check("mailq = postqueue -p", run([s.ours("sendmail"), "-bp"], env=s.env)[1] ==
             run([s.ours("postqueue"), "-p"], env=s.env)[1])
+    # Our postcat -j: one JSON object per record, every section named.
+    import json
+    some = sorted(s.ids())[0]
+    text = run([s.ours("postcat"), "-j", "-q", some], env=s.env)[1]
+    try:
+        objs = [json.loads(l) for l in text.splitlines()]
+        f.check("postcat -j", {o["section"] for o in objs} >= {"envelope", "header", "body", "message contents"}
+                and any(o.get("name") == "sender" for o in objs), text)
+    except ValueError as e:
+        f.check("postcat -j", False, f"{e}: {text}")
 
 
 def errors(s, f, ids):
@@ -406,6 +418,10 @@ def postsuper_cases(s, f, ids):
         ("hash depth 2", ["-s"], b"", "hash_queue_depth = 2\n"),
         ("hash incoming", ["-s"], b"", "hash_queue_names = deferred, defer, incoming, hold\n"),
         ("hash maildrop", ["-s"], b"", "hash_queue_names = maildrop\n"),
+        ("redundant structure check", ["-S"], b"", ""),
+        ("long names to short", ["-s"], b"", "enable_long_queue_ids = no\n"),
+        ("default repair", [], b"", ""),
+        ("repair then hold", ["-s", "-h", deferred], b"", ""),
     ]
     for name, args, stdin, extra in cases:
         results, trees = [], []
@@ -425,7 +441,7 @@ def postsuper_cases(s, f, ids):
                     os.chown(p, pw.pw_uid, pw.pw_gid)
             r = run([program, "-c", cfg] + args, env=dict(env, MAIL_CONFIG=cfg), stdin=stdin)
             text = show(r, [(program, "postsuper"), (dst, "QUEUE")], quiet="-v" in args)
-            renames = "-s" in args
+            renames = not args or "-s" in args or "-S" in args
             results.append((label, ID_RE.sub("ID", text) if renames else text))
             trees.append((label, "\n".join(tree(dst, anonymous=renames)) + "\n"))
         f.same(f"postsuper {name}", results)
