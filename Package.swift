@@ -28,6 +28,7 @@ let programs: [(name: String, deps: [Target.Dependency])] = [
     ("postdrop", ["SubmitCore"]),
     ("pickup", ["PickupCore"]),
     ("showq", ["ShowqCore"]),
+    ("flush", ["FlushCore"]),
     ("postqueue", ["QueueAdminCore"]),
     ("postsuper", ["QueueAdminCore"]),
     ("postcat", ["QueueAdminCore"]),
@@ -66,6 +67,7 @@ let package = Package(
         .target(name: "SubmitCore", dependencies: ["MailGlobal", "MailUtil"]),
         .target(name: "PickupCore", dependencies: ["MailServer", "MailGlobal", "MailUtil"]),
         .target(name: "ShowqCore", dependencies: ["MailServer", "MailGlobal", "MailUtil"]),
+        .target(name: "FlushCore", dependencies: ["MailServer", "MailGlobal", "MailUtil"]),
         .target(name: "QueueAdminCore", dependencies: ["MailGlobal", "MailUtil"]),
         .target(name: "PostconfCore", dependencies: ["MailGlobal", "MailUtil", "COpenSSL"]),
 
