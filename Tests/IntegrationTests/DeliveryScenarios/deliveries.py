@@ -303,7 +303,7 @@ def normalise(lines, log, root):
     text = text.replace(root, "INST")
     # Maildrop IDs (sendmail -bs) appear in no log line.
     text = re.sub(r"\b(queued as|with E?SMTP id) [0-9A-Za-z]{10,}\b", r"\1 MAILDROPID", text)
-    for u in USERS:
+    for u in USERS + ("postfix",):
         uid = pwd.getpwnam(u).pw_uid
         text = re.sub(rf"\b(uid=|userid ){uid}\b", rf"\g<1>UID({u})", text)
     text = re.sub(r"delay=[\d.]+, delays=[\d.]+/[\d.]+/[\d.]+/[\d.]+", "delay=D, delays=D", text)
