@@ -29,6 +29,7 @@ let programs: [(name: String, deps: [Target.Dependency])] = [
     ("pickup", ["PickupCore"]),
     ("showq", ["ShowqCore"]),
     ("flush", ["FlushCore"]),
+    ("smtp", ["SmtpCore"]),
     ("postqueue", ["QueueAdminCore"]),
     ("postsuper", ["QueueAdminCore"]),
     ("postcat", ["QueueAdminCore"]),
@@ -68,6 +69,7 @@ let package = Package(
         .target(name: "PickupCore", dependencies: ["MailServer", "MailGlobal", "MailUtil"]),
         .target(name: "ShowqCore", dependencies: ["MailServer", "MailGlobal", "MailUtil"]),
         .target(name: "FlushCore", dependencies: ["MailServer", "MailGlobal", "MailUtil"]),
+        .target(name: "SmtpCore", dependencies: ["DeliverCore", "MailServer", "MailGlobal", "MailDNS", "MailUtil"]),
         .target(name: "QueueAdminCore", dependencies: ["MailGlobal", "MailUtil"]),
         .target(name: "PostconfCore", dependencies: ["MailGlobal", "MailUtil", "COpenSSL"]),
 

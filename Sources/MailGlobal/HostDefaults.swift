@@ -162,6 +162,19 @@ public enum HostDefaults {
         }
     }
 
+    /// The addresses of this mail system: those of inet_interfaces and proxy_interfaces
+    /// (for "[address]" destinations, and the smtp client's "loops back to myself").
+    public static func ownAddresses(_ config: MailConfig) -> [[UInt8]] {
+        guard let fams = try? families(inetProtocols: config.string("inet_protocols")).get() else { return [] }
+        var addrs: [[UInt8]] = []
+        for param in ["inet_interfaces", "proxy_interfaces"] where !config.string(param).isEmpty {
+            if case .success(let list) = interfaceAddresses(inetInterfaces: config.string(param), families: fams) {
+                addrs += list.map { $0.address }
+            }
+        }
+        return addrs
+    }
+
     /// The addresses named by inet_interfaces: "all", "loopback-only", or a list of
     /// addresses and host names, each of which must belong to a local interface. An
     /// explicit list comes back sorted and without duplicates, as Postfix orders it.

@@ -46,17 +46,7 @@ public final class LocalDomains {
         myorigin = config.string("myorigin")
         mydestination = MatchList(name: "mydestination", kind: .string, options: .returnErrors,
                                   text: config.string("mydestination"))
-        var addrs: [[UInt8]] = []
-        if let fams = try? HostDefaults.families(inetProtocols: config.string("inet_protocols")).get() {
-            for param in ["inet_interfaces", "proxy_interfaces"] {
-                let v = config.string(param)
-                if v.isEmpty { continue }
-                if case .success(let list) = HostDefaults.interfaceAddresses(inetInterfaces: v, families: fams) {
-                    addrs += list.map { $0.address }
-                }
-            }
-        }
-        ownAddresses = addrs
+        ownAddresses = HostDefaults.ownAddresses(config)
     }
 
     /// resolve_local: 1 local, 0 not, or the table failure of mydestination.

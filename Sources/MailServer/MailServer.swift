@@ -15,6 +15,8 @@ public struct ServerDescription {
     public var program: String = ""
     /// Must run with a process limit of 1 (-l): qmgr, pickup, anvil, scache, verify, ...
     public var solitary = false
+    /// The program is postlogd, which writes the log itself.
+    public var writesLog = false
     /// Must run with no process limit (-z): cleanup, bounce, flush, ...
     public var unlimited = false
     /// Must run as root (no -u): local, virtual, pipe, spawn.
@@ -94,6 +96,14 @@ public enum MailServer {
         let program = desc.program.isEmpty ? basename(of: arguments.first ?? "daemon") : desc.program
         // A daemon started from a terminal by mistake says so there, too.
         let stderrTag: String? = isatty(2) != 0 ? program : nil
+        // postlogd must not log through its own socket: when the socket is full (a burst
+        // of warnings from every program reading a main.cf with duplicate entries) a
+        // blocking send would wait for itself. It logs to syslog until its preInit
+        // writes to the file directly.
+        if desc.writesLog {
+            unsetenv(MailLog.serviceEnvironment)
+            unsetenv(MailLog.hostnameEnvironment)
+        }
         MailLog.setupEarly(program: program, stderrTag: stderrTag)
         if getenv("MAIL_VERBOSE") != nil {
             Msg.verbose = 1
@@ -106,8 +116,10 @@ public enum MailServer {
         Msg.verbose += options.verbose
         let serviceName = options.serviceName ?? program
         config.serviceName = serviceName
-        MailLog.setup(config, program: program,
-                      stderrTag: options.logToStderr || stderrTag != nil ? program : nil)
+        if !desc.writesLog {
+            MailLog.setup(config, program: program,
+                          stderrTag: options.logToStderr || stderrTag != nil ? program : nil)
+        }
         let accounts = MailParams.check(config)
         // A table that cannot be opened defers the mail that needs it; it does not stop
         // the daemon.

@@ -118,9 +118,15 @@ public enum InetSocket {
     }
 
     /// Connects, waiting at most `timeout` seconds; the returned descriptor is blocking.
-    public static func connect(_ addr: SocketAddress, timeout: Int) throws -> Int32 {
+    /// `from` binds the local end first (smtp_bind_address).
+    public static func connect(_ addr: SocketAddress, from: SocketAddress? = nil, timeout: Int) throws -> Int32 {
         let fd = socket(addr.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         if fd < 0 { throw SystemError.current("socket") }
+        if let from, from.withSockaddr({ bind(fd, $0, $1) }) < 0 {
+            let e = SystemError.current("bind \(from.host)")
+            close(fd)
+            throw e
+        }
         let flags = fcntl(fd, F_GETFL)
         _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK)
         let r = addr.withSockaddr { Glibc.connect(fd, $0, $1) }

@@ -214,18 +214,8 @@ final class Settings {
         verpFilter = Set(config.string("verp_delimiter_filter").utf8)
         logPermitActions = MatchList(name: "smtpd_log_access_permit_actions", kind: .string, options: [],
                                      text: config.string("smtpd_log_access_permit_actions"))
-        var own: [[UInt8]] = []
-        var v6 = false
-        if let fams = try? HostDefaults.families(inetProtocols: config.string("inet_protocols")).get() {
-            v6 = fams.contains(AF_INET6)
-            for p in ["inet_interfaces", "proxy_interfaces"] where !config.string(p).isEmpty {
-                if case .success(let l) = HostDefaults.interfaceAddresses(inetInterfaces: config.string(p), families: fams) {
-                    own += l.map { $0.address }
-                }
-            }
-        }
-        ownAddresses = own
-        inet6 = v6
+        ownAddresses = HostDefaults.ownAddresses(config)
+        inet6 = (try? HostDefaults.families(inetProtocols: config.string("inet_protocols")).get())?.contains(AF_INET6) ?? false
         localHeaderClients = config.list("local_header_rewrite_clients")
         parentStyle = MatchList.parentStyle("smtpd_access_maps", config: config).contains(.parent)
         var classes: [String: [String]] = [:]

@@ -107,13 +107,13 @@ import_environment = MAIL_CONFIG MAIL_DEBUG MAIL_LOGTAG TZ LANG=C POSTLOG_SERVIC
             argv = ["unshare", "-m", "--propagation", "private", "sh", "-c",
                     f'mount --bind {self.dns_dir}/resolv.conf /etc/resolv.conf && exec "$0" "$@"'] + argv
         self.master = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.DEVNULL)
+                                       stderr=open(self.root + "/master.stderr", "w"))
         deadline = time.time() + 10
         while time.time() < deadline:
             if "daemon started" in self.read_log() and (wait_for is None or os.path.exists(self.queue + "/" + wait_for)):
                 return
             time.sleep(0.05)
-        raise RuntimeError("master did not start:\n" + self.read_log())
+        raise RuntimeError("master did not start:\n" + self.read_log()[-2000:] + open(self.root + "/master.stderr").read())
 
     def read_log(self):
         try:

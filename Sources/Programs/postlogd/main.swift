@@ -15,6 +15,7 @@ nonisolated(unsafe) var logFD: Int32 = -1
 var desc = ServerDescription()
 desc.program = "postlogd"
 desc.solitary = true
+desc.writesLog = true
 desc.maxUse = 0
 desc.preInit = { ctx in
     if let extra = ctx.options.operands.first.map({ _ in ctx.options.operands.joined(separator: " ") }) {

@@ -42,11 +42,12 @@ import argparse, difflib, glob, os, pwd, re, shutil, smtplib, socket, subprocess
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "..", "Support"))
 import mailinstance  # noqa: E402
+import smtpsink  # noqa: E402
 import postfixproto as pp  # noqa: E402
 
 HOMES = "/var/tmp/swallow-homes"
 USERS = ("swtalice", "swtbob", "swtcarol")
-DELIVERY = ("qmgr", "local", "bounce", "error", "discard", "virtual", "pipe", "pickup", "flush")
+DELIVERY = ("qmgr", "local", "bounce", "error", "discard", "virtual", "pipe", "pickup", "flush", "smtp")
 
 MAIN_CF = """myhostname = mx.example.com
 mydomain = example.com
@@ -87,6 +88,8 @@ def master_cf(port, ref, extra=()):
              f"mailbox unix - n n - - {p}local",
              f"virtual unix - n n - - {p}virtual",
              "smtp unix - - n - - error"]
+    names = {l.split()[0] for l in extra if l.strip()}
+    lines = [l for l in lines if l.split()[0] not in names]
     lines += [l.replace("{p}", p) for l in extra]
     return "\n".join(lines) + "\n"
 
@@ -116,6 +119,7 @@ class Scenario:
     def __init__(self, path):
         self.name = os.path.basename(path)[:-9]
         self.options, self.files, self.homefiles, self.steps, self.services = [], {}, [], [], []
+        self.sinks = []
         lines = open(path).read().split("\n")
         i = 0
         while i < len(lines):
@@ -128,6 +132,13 @@ class Scenario:
                 self.options.append(line[3:])
             elif w[0] == "service":
                 self.services.append(line[8:])
+            elif w[0] == "sink":
+                # sink NAME [key=value...]: an SMTP sink on a port of its own (@SINK:NAME@ = [127.0.0.1]:port).
+                opts = {}
+                for kv in w[2:]:
+                    k, _, v = kv.partition("=")
+                    opts[k] = {"yes": True, "no": False}.get(v, v) if v else True
+                self.sinks.append((w[1], opts))
             elif w[0] in ("file", "home"):
                 body = []
                 while lines[i] != "end":
@@ -191,8 +202,12 @@ def show(inst, spec):
         return [f"{spec}: (none)"]
     st = os.stat(path)
     owner = pwd.getpwuid(st.st_uid).pw_name
-    return [f"{spec}: owner={owner} mode={oct(st.st_mode & 0o7777)}"] + \
-        ["  " + l for l in open(path, errors="replace").read().split("\n")]
+    text = open(path, errors="replace").read()
+    if os.path.basename(path).startswith("sink-"):
+        # Sessions of parallel deliveries end in either order: sort them (queue IDs aside).
+        blocks = ["session\n" + b for b in text.split("session\n") if b]
+        text = "".join(sorted(blocks, key=lambda b: re.sub(r"\b[0-9A-F]{10,12}\b", "", b)))
+    return [f"{spec}: owner={owner} mode={oct(st.st_mode & 0o7777)}"] + ["  " + l for l in text.split("\n")]
 
 
 def run_scenario(inst, port, scn):
@@ -324,12 +339,19 @@ def normalise(lines, log, root):
 
 def run_one(build, reference, scn):
     port = mailinstance.free_port()
-    files = dict(scn.files)
+    sink_ports = {name: mailinstance.free_port() for name, _ in scn.sinks}
+
+    def sinks_in(text):
+        for name, sp in sink_ports.items():
+            text = text.replace(f"@SINK:{name}@", f"[127.0.0.1]:{sp}")
+        return text
+    files = {k: sinks_in(v) for k, v in scn.files.items()}
     files.setdefault("aliases", "postmaster: root\n")
-    main = MAIN_CF + "".join(o + "\n" for o in scn.options)
+    main = MAIN_CF + "".join(sinks_in(o) + "\n" for o in scn.options)
     main = main.replace("@HOME@", HOMES)
-    inst = mailinstance.Instance(build, main, master_cf(port, reference is not None, scn.services), reference=reference,
-                                 ref_programs=DELIVERY if reference else (), files=files)
+    inst = mailinstance.Instance(build, main, master_cf(port, reference is not None, [sinks_in(l) for l in scn.services]),
+                                 reference=reference, ref_programs=DELIVERY if reference else (), files=files)
+    sinks = [smtpsink.Sink(sink_ports[name], f"{inst.root}/files/sink-{name}.log", opts) for name, opts in scn.sinks]
     try:
         os.makedirs(inst.root + "/files/spool")
         os.chmod(inst.root + "/files/spool", 0o1777)
@@ -358,10 +380,15 @@ def run_one(build, reference, scn):
             lines = [f"(harness error: {e!r})"]
         time.sleep(0.3)
         log = inst.read_log()[since:].split("\n")
-        return normalise(lines, log, inst.root)
+        out = normalise(lines, log, inst.root)
+        for name, sp in sink_ports.items():
+            out = [l.replace(f"]:{sp}", f"]:PORT({name})") for l in out]
+        return out
     finally:
         if os.environ.get("KEEP_LOG"):
             print(inst.read_log())
+        for k in sinks:
+            k.close()
         inst.cleanup()
 
 

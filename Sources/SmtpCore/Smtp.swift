@@ -1,0 +1,579 @@
+// Smtp: the smtp(8) and lmtp(8) delivery agents (one program; run as "lmtp" it speaks
+// LMTP). A delivery request goes to the servers of its next hop in order until one takes
+// it: greeting, EHLO (HELO when EHLO is refused; LHLO for LMTP), MAIL FROM with SIZE,
+// BODY, SMTPUTF8, RET and ENVID as the server supports them, RCPT TO with NOTIFY and
+// ORCPT, DATA with the content dot-stuffed, QUIT. Each recipient ends as the server
+// answered it (LMTP: per recipient after the end of data), in Postfix's words.
+// Mirrors Postfix smtp/smtp.c, smtp_connect.c, smtp_proto.c, smtp_chat.c, smtp_trouble.c.
+// Not here yet: TLS, SASL, the connection cache, XFORWARD, 8BITMIME downgrading.
+import Glibc
+import MailUtil
+import MailGlobal
+import MailServer
+import DeliverCore
+
+public final class Smtp {
+    let config: MailConfig
+    let lmtp: Bool
+    let heloName: String
+    let finder: AddressFinder
+    let defaultPort: UInt16
+    let connectTimeout: Int
+    let heloTimeout: Int
+    let mailTimeout: Int
+    let rcptTimeout: Int
+    let dataInitTimeout: Int
+    let dataXferTimeout: Int
+    let dataDoneTimeout: Int
+    let quitTimeout: Int
+    let sessionLimit: Int
+    let skip5xxGreeting: Bool
+    let neverSendEhlo: Bool
+    let quoteEnvelope: Bool
+    let lineLimit: Int
+    let discardEHLO: Set<String>
+    let bindAddress: String
+    let deferIfNoMXAddress: Bool
+
+    init(config: MailConfig, service: String) {
+        self.config = config
+        let lmtp = service == "lmtp"
+        self.lmtp = lmtp
+        let prefix = lmtp ? "lmtp_" : "smtp_"
+        let p = { (name: String) in prefix + name }
+        let time = { (name: String) in config.time(prefix + name) }
+        heloName = config.string(lmtp ? "lmtp_lhlo_name" : "smtp_helo_name")
+        let families = (try? HostDefaults.families(inetProtocols: config.string("inet_protocols")).get()) ?? [AF_INET]
+        let dnsLevel = config.string(p("dns_support_level"))
+        let dns = !config.bool("disable_dns_lookups") && dnsLevel != "disabled"
+        let preference = config.string(p("address_preference")).lowercased()
+        finder = AddressFinder(families: families,
+                               native: !config.list(p("host_lookup")).contains { $0.lowercased() == "dns" },
+                               dns: dns, addressLimit: config.int(p("mx_address_limit")),
+                               ownAddresses: HostDefaults.ownAddresses(config),
+                               preferIPv6: preference == "ipv6" ? true : preference == "ipv4" ? false : nil)
+        defaultPort = lmtp ? 24 : 25
+        connectTimeout = time("connect_timeout")
+        heloTimeout = time(lmtp ? "lhlo_timeout" : "helo_timeout")
+        mailTimeout = time("mail_timeout")
+        rcptTimeout = time("rcpt_timeout")
+        dataInitTimeout = time("data_init_timeout")
+        dataXferTimeout = time("data_xfer_timeout")
+        dataDoneTimeout = time("data_done_timeout")
+        quitTimeout = time("quit_timeout")
+        sessionLimit = config.int(p("mx_session_limit"))
+        skip5xxGreeting = config.bool(p("skip_5xx_greeting"))
+        neverSendEhlo = !lmtp && config.bool("smtp_never_send_ehlo")
+        quoteEnvelope = config.bool(p("quote_rfc821_envelope"))
+        lineLimit = config.int(p("line_length_limit"))
+        discardEHLO = Set(config.list(lmtp ? "lmtp_discard_lhlo_keywords" : "smtp_discard_ehlo_keywords").map { $0.lowercased() })
+        bindAddress = config.string(p("bind_address"))
+        deferIfNoMXAddress = config.bool(p("defer_if_no_mx_address_found"))
+    }
+
+    public static func main(_ arguments: [String]) -> Never {
+        var desc = ServerDescription()
+        desc.program = "smtp"
+        var agent: Smtp?
+        desc.postInit = { ctx in agent = Smtp(config: ctx.config, service: ctx.serviceName) }
+        SingleServer.run(arguments, desc) { client, ctx in
+            guard let agent else { return }
+            DeliveryAgent.serve(client, ctx) { job in agent.deliver(job) }
+        }
+    }
+
+    // MARK: one delivery request
+
+    /// What is left to do for each recipient.
+    final class Pending {
+        let rcpt: QueueRecipient
+        var done = false
+        init(_ r: QueueRecipient) { rcpt = r }
+    }
+
+    func deliver(_ job: DeliveryJob) -> Int {
+        let r = job.request
+        if r.nexthop.isEmpty { Msg.fatal("empty nexthop hostname") }
+        if r.recipients.isEmpty { Msg.fatal("recipient count: 0") }
+        let pending = r.recipients.map(Pending.init)
+        var result = 0
+        func finishAll(_ status: String, _ reason: String, relay: String = noRelayAgent, hop: Bool = false) {
+            let dsn = DeliveryStatus(status: status, reason: reason)
+            for p in pending where !p.done {
+                p.done = true
+                result |= job.outcome(p.rcpt, relay: relay, dsn: dsn)
+            }
+            if hop && status.first == "4" { job.hop = dsn }
+        }
+        let servers: [ServerAddress]
+        var unixPath: String?
+        switch Destination.parse(r.nexthop, lmtp: lmtp, defaultPort: defaultPort) {
+        case .failure(let f):
+            finishAll(f.status, f.reason)
+            return result
+        case .success(.unix(let path)):
+            servers = []
+            unixPath = path
+        case .success(.inet(let host, let port, let mx)):
+            let found = mx ? finder.domainAddresses(host, port: port) : finder.hostAddresses(host, port: port)
+            switch found {
+            case .failure(let f):
+                if f.status == "5.4.4" && deferIfNoMXAddress && f.reason.hasPrefix("no MX host") {
+                    finishAll("4.4.4", f.reason)
+                } else {
+                    finishAll(f.status, f.reason)
+                }
+                return result
+            case .success(let list):
+                servers = list
+            }
+        }
+
+        var lastFailure = LookupFailure(status: "4.4.1", reason: "no server to try")
+        var sessions = 0
+        if let path = unixPath {
+            let s = Session(agent: self, job: job, pending: pending)
+            do {
+                let fd = try UnixSocket.connect(path, timeout: connectTimeout)
+                s.run(fd: fd, name: "\(path)[\(path)]", relay: path, final: true)
+                result |= s.result
+            } catch {
+                lastFailure = LookupFailure(status: "4.4.1", reason: "connect to \(path): \(errnoText((error as? SystemError)?.errno ?? ECONNREFUSED))")
+            }
+        } else {
+            for (i, server) in servers.enumerated() where pending.contains(where: { !$0.done }) {
+                if sessionLimit > 0 && sessions >= sessionLimit { break }
+                let fd: Int32
+                do {
+                    fd = try connect(server)
+                } catch {
+                    let e = (error as? SystemError)?.errno ?? ECONNREFUSED
+                    lastFailure = LookupFailure(status: "4.4.1", reason: "connect to \(server.name):\(server.address.port): \(errnoText(e))")
+                    continue
+                }
+                sessions += 1
+                let s = Session(agent: self, job: job, pending: pending)
+                s.run(fd: fd, name: server.name, relay: "\(server.name):\(server.address.port)", final: i == servers.count - 1)
+                result |= s.result
+                if let f = s.tryNext { lastFailure = f }
+            }
+        }
+        if pending.contains(where: { !$0.done }) { finishAll(lastFailure.status, lastFailure.reason, hop: true) }
+        return result
+    }
+
+    func connect(_ server: ServerAddress) throws -> Int32 {
+        guard !bindAddress.isEmpty, let local = SocketAddress(numeric: bindAddress, port: 0),
+              local.family == server.address.family else {
+            return try InetSocket.connect(server.address, timeout: connectTimeout)
+        }
+        return try InetSocket.connect(server.address, from: local, timeout: connectTimeout)
+    }
+}
+
+/// One SMTP or LMTP conversation with one server.
+final class Session {
+    let agent: Smtp
+    let job: DeliveryJob
+    let pending: [Smtp.Pending]
+    var stream: FDStream!
+    var name = ""
+    var relay = ""
+    var result = 0
+    /// Set when the next server should be tried, with the reason for the log if none works.
+    var tryNext: LookupFailure?
+    var features: Set<String> = []
+    var sizeLimit = 0
+    var final = true
+
+    init(agent: Smtp, job: DeliveryJob, pending: [Smtp.Pending]) {
+        self.agent = agent
+        self.job = job
+        self.pending = pending
+    }
+
+    struct Reply {
+        var code: Int
+        var lines: [String]
+        /// The reply as it goes into reasons: the lines joined by spaces.
+        var text: String { lines.joined(separator: " ") }
+        /// The enhanced status code: the reply's, or X.0.0 from the reply code.
+        var dsn: String {
+            let first = Array((lines.first ?? "").utf8)
+            if first.count > 4 {
+                let word = first[4...].prefix(while: { $0 != 0x20 })
+                let text = String(decoding: word, as: UTF8.self)
+                if DSNCode.isValid(text), word.first == first.first { return text }
+            }
+            return "\(code / 100).0.0"
+        }
+    }
+
+    enum Failure: Error {
+        case lost(String)
+        case timeout(String)
+    }
+
+    func run(fd: Int32, name: String, relay: String, final: Bool) {
+        self.name = name
+        self.relay = relay
+        self.final = final
+        stream = FDStream(fd: fd, closeOnDeinit: true)
+        gettimeofday(&statsStamp, nil)
+        do {
+            try converse()
+        } catch Failure.lost(let stage) {
+            softFail("4.4.2", "lost connection with \(name) while \(stage)")
+        } catch Failure.timeout(let stage) {
+            softFail("4.4.2", "conversation with \(name) timed out while \(stage)")
+        } catch {
+            softFail("4.4.2", "lost connection with \(name) while \(error)")
+        }
+    }
+
+    var statsStamp = timeval()
+
+    var stats: MsgStats {
+        var s = job.request.stats
+        s.connSetupDone = statsStamp
+        return s
+    }
+
+    /// A failure of the whole session: the next server may do better; the last one's
+    /// failure is every remaining recipient's.
+    func softFail(_ status: String, _ reason: String) {
+        if final {
+            for p in pending where !p.done {
+                p.done = true
+                result |= job.defer(p.rcpt, relay: relay, dsn: DeliveryStatus(status: status, reason: reason), stats: stats)
+            }
+        }
+        tryNext = LookupFailure(status: status, reason: reason)
+    }
+
+    func send(_ line: String) throws {
+        do {
+            try stream.write(Array((line + "\r\n").utf8))
+        } catch StreamError.timeout {
+            throw Failure.timeout("sending \(line.split(separator: " ").first ?? "")")
+        } catch {
+            throw Failure.lost("sending \(line.split(separator: " ").first ?? "")")
+        }
+    }
+
+    func flush(_ stage: String) throws {
+        do { try stream.flush() } catch StreamError.timeout { throw Failure.timeout(stage) } catch { throw Failure.lost(stage) }
+    }
+
+    /// One reply, multi-line replies joined; `stage` names what was waited for.
+    func reply(_ stage: String, timeout: Int) throws -> Reply {
+        stream.timeout = timeout > 0 ? timeout : nil
+        var lines: [String] = []
+        var code = 0
+        while true {
+            let line: Line?
+            do {
+                line = try stream.readLine(limit: max(agent.config.int("line_length_limit"), 512))
+            } catch StreamError.timeout {
+                throw Failure.timeout(stage)
+            } catch {
+                throw Failure.lost(stage)
+            }
+            guard let l = line else { throw Failure.lost(stage) }
+            let text = String(decoding: l.bytes, as: UTF8.self)
+            let b = Array(l.bytes)
+            let digits = b.count >= 3 && b[0...2].allSatisfy { $0 >= 0x30 && $0 <= 0x39 }
+            if digits { code = Int(String(decoding: b[0...2], as: UTF8.self)) ?? 0 }
+            lines.append(text)
+            if !digits || b.count == 3 || b[3] != UInt8(ascii: "-") { break }
+        }
+        return Reply(code: code, lines: lines)
+    }
+
+    func said(_ r: Reply, _ command: String) -> String {
+        "host \(name) said: \(r.text) (in reply to \(command))"
+    }
+
+    func converse() throws {
+        let greeting = try reply("receiving the initial server greeting", timeout: agent.heloTimeout)
+        if greeting.code / 100 != 2 {
+            let why = "host \(name) refused to talk to me: \(greeting.text)"
+            if greeting.code / 100 == 5 && !agent.skip5xxGreeting {
+                failAll(greeting, why)
+                try? quit()
+                return
+            }
+            try? quit()
+            return softFail(greeting.dsn.first == "5" ? "4" + greeting.dsn.dropFirst() : greeting.dsn, why)
+        }
+        try hello()
+        // The server's SIZE limit.
+        if sizeLimit > 0 && job.request.dataSize > sizeLimit {
+            let why = "message size \(job.request.dataSize) exceeds size limit \(sizeLimit) of server \(name)"
+            for p in pending where !p.done {
+                p.done = true
+                result |= job.bounce(p.rcpt, relay: relay, dsn: DeliveryStatus(status: "5.3.4", reason: why), stats: stats)
+            }
+            try? quit()
+            return
+        }
+        try transaction()
+        try? quit()
+    }
+
+    func failAll(_ r: Reply, _ why: String) {
+        for p in pending where !p.done {
+            p.done = true
+            result |= job.outcome(p.rcpt, relay: relay, dsn: DeliveryStatus(status: r.dsn, reason: why), stats: stats)
+        }
+    }
+
+    func hello() throws {
+        let helo = agent.heloName
+        if agent.lmtp || !agent.neverSendEhlo {
+            try send("\(agent.lmtp ? "LHLO" : "EHLO") \(helo)")
+            try flush("performing the \(agent.lmtp ? "LHLO" : "EHLO") handshake")
+            let r = try reply("performing the \(agent.lmtp ? "LHLO" : "EHLO") handshake", timeout: agent.heloTimeout)
+            if r.code / 100 == 2 {
+                for line in r.lines.dropFirst() {
+                    let words = line.dropFirst(4).split(separator: " ")
+                    guard let kw = words.first?.uppercased(), !agent.discardEHLO.contains(kw.lowercased()) else { continue }
+                    features.insert(kw)
+                    if kw == "SIZE", words.count > 1, let n = Int(words[1]) { sizeLimit = n }
+                }
+                return
+            }
+            if agent.lmtp {
+                failSession(r, "LHLO")
+                return
+            }
+        }
+        try send("HELO \(helo)")
+        try flush("performing the HELO handshake")
+        let r = try reply("performing the HELO handshake", timeout: agent.heloTimeout)
+        if r.code / 100 != 2 { failSession(r, "HELO") }
+    }
+
+    /// A 4xx/5xx at the session level: every recipient left gets it (5xx), or the next
+    /// server is tried (4xx, unless this is the last one).
+    func failSession(_ r: Reply, _ command: String) {
+        let why = said(r, "\(command) command")
+        if r.code / 100 == 5 {
+            failAll(r, why)
+        } else {
+            softFail(r.dsn, why)
+        }
+    }
+
+    func address(_ a: String) -> String {
+        if a.isEmpty { return "" }
+        return agent.quoteEnvelope ? Quote822.quote821(a) : a
+    }
+
+    static func xtext(_ s: String) -> String {
+        var out = ""
+        for b in s.utf8 {
+            if b < 0x21 || b > 0x7E || b == UInt8(ascii: "+") || b == UInt8(ascii: "=") {
+                out += "+" + String(b, radix: 16, uppercase: true).leftPadded(2)
+            } else {
+                out.unicodeScalars.append(UnicodeScalar(b))
+            }
+        }
+        return out
+    }
+
+    static func notifyText(_ mask: Int) -> String {
+        var words: [String] = []
+        if mask & DSNNotify.never != 0 { words.append("NEVER") }
+        if mask & DSNNotify.success != 0 { words.append("SUCCESS") }
+        if mask & DSNNotify.failure != 0 { words.append("FAILURE") }
+        if mask & DSNNotify.delay != 0 { words.append("DELAY") }
+        return words.joined(separator: ",")
+    }
+
+    func mailCommand() -> String {
+        let r = job.request
+        var cmd = "MAIL FROM:<\(address(r.sender))>"
+        if features.contains("SIZE") && r.dataSize > 0 { cmd += " SIZE=\(r.dataSize)" }
+        if features.contains("8BITMIME") {
+            if r.encoding == "8bit" { cmd += " BODY=8BITMIME" } else if r.encoding == "7bit" { cmd += " BODY=7BIT" }
+        }
+        if features.contains("SMTPUTF8") && r.sendopts & 1 != 0 { cmd += " SMTPUTF8" }
+        if features.contains("DSN") {
+            if !r.envelopeID.isEmpty { cmd += " ENVID=\(Session.xtext(r.envelopeID))" }
+            if r.retFlags == DSNRet.full { cmd += " RET=FULL" } else if r.retFlags == DSNRet.headers { cmd += " RET=HDRS" }
+        }
+        return cmd
+    }
+
+    func rcptCommand(_ q: QueueRecipient) -> String {
+        var cmd = "RCPT TO:<\(address(q.address))>"
+        if features.contains("DSN") {
+            if q.notify != 0 { cmd += " NOTIFY=\(Session.notifyText(q.notify))" }
+            if !q.dsnOriginalRecipient.isEmpty {
+                cmd += " ORCPT=\(Session.xtext(q.dsnOriginalRecipient))"
+            } else if !q.originalRecipient.isEmpty {
+                cmd += " ORCPT=\(Session.xtext("rfc822;" + Quote822.quote822(q.originalRecipient)))"
+            }
+        }
+        return cmd
+    }
+
+    func transaction() throws {
+        if tryNext != nil || !pending.contains(where: { !$0.done }) { return }
+        let todo = pending.filter { !$0.done }
+        let pipelining = features.contains("PIPELINING") || agent.lmtp
+        // MAIL, the RCPTs and (with PIPELINING) DATA go out together.
+        try send(mailCommand())
+        if !pipelining { try flush("sending MAIL FROM") }
+        var mailReply: Reply?
+        if !pipelining {
+            mailReply = try reply("sending MAIL FROM", timeout: agent.mailTimeout)
+            if mailReply!.code / 100 != 2 { return mailFailed(mailReply!) }
+        }
+        var accepted: [Smtp.Pending] = []
+        var rcptReplies: [(Smtp.Pending, Reply)] = []
+        for p in todo {
+            try send(rcptCommand(p.rcpt))
+            if !pipelining {
+                try flush("sending RCPT TO")
+                rcptReplies.append((p, try reply("sending RCPT TO", timeout: agent.rcptTimeout)))
+            }
+        }
+        if pipelining {
+            try send("DATA")
+            try flush("sending MAIL FROM")
+            mailReply = try reply("sending MAIL FROM", timeout: agent.mailTimeout)
+            for p in todo { rcptReplies.append((p, try reply("sending RCPT TO", timeout: agent.rcptTimeout))) }
+        }
+        var softRecipients = false
+        for (p, r) in rcptReplies {
+            if mailReply!.code / 100 != 2 { break }
+            if r.code / 100 == 2 {
+                accepted.append(p)
+            } else if r.code / 100 == 5 {
+                p.done = true
+                result |= job.bounce(p.rcpt, relay: relay, dsn: DeliveryStatus(status: r.dsn, reason: said(r, "RCPT TO command")), stats: stats)
+            } else if final {
+                p.done = true
+                result |= job.defer(p.rcpt, relay: relay, dsn: DeliveryStatus(status: r.dsn, reason: said(r, "RCPT TO command")), stats: stats)
+            } else {
+                softRecipients = true
+                tryNext = LookupFailure(status: r.dsn, reason: said(r, "RCPT TO command"))
+            }
+        }
+        if mailReply!.code / 100 != 2 {
+            if pipelining { _ = try? reply("sending DATA", timeout: agent.dataInitTimeout) }
+            return mailFailed(mailReply!)
+        }
+        if !pipelining {
+            if accepted.isEmpty {
+                try send("RSET")
+                try flush("sending RSET")
+                _ = try? reply("sending RSET", timeout: agent.config.time("smtp_rset_timeout"))
+                return
+            }
+            try send("DATA")
+            try flush("sending DATA")
+        }
+        let dataReply = try reply("sending DATA", timeout: agent.dataInitTimeout)
+        if accepted.isEmpty {
+            if dataReply.code == 354 {
+                // Nothing to send after all: an empty message is better than a hung session.
+                try send(".")
+                try flush("sending end of data")
+                _ = try? reply("sending end of data", timeout: agent.dataDoneTimeout)
+            }
+            return
+        }
+        if dataReply.code != 354 {
+            for p in accepted {
+                p.done = true
+                let dsn = DeliveryStatus(status: dataReply.dsn, reason: said(dataReply, "DATA command"))
+                if dataReply.code / 100 == 5 || final {
+                    result |= job.outcome(p.rcpt, relay: relay, dsn: dsn, stats: stats)
+                } else {
+                    p.done = false
+                    tryNext = LookupFailure(status: dsn.status, reason: dsn.reason)
+                }
+            }
+            return
+        }
+        try sendContent()
+        try send(".")
+        try flush("sending end of data -- message may be sent more than once")
+        let stage = "sending end of data -- message may be sent more than once"
+        let replies: [Reply]
+        if agent.lmtp {
+            replies = try accepted.map { _ in try reply(stage, timeout: agent.dataDoneTimeout) }
+        } else {
+            let r = try reply(stage, timeout: agent.dataDoneTimeout)
+            replies = Array(repeating: r, count: accepted.count)
+        }
+        for (p, r) in zip(accepted, replies) {
+            p.done = true
+            if r.code / 100 == 2 {
+                result |= job.sent(p.rcpt, relay: relay, dsn: DeliveryStatus(status: r.dsn, action: agent.lmtp ? "delivered" : "relayed",
+                                                                             reason: r.text), stats: stats)
+            } else {
+                let dsn = DeliveryStatus(status: r.dsn, reason: said(r, "end of DATA command"))
+                result |= job.outcome(p.rcpt, relay: relay, dsn: dsn, stats: stats)
+            }
+        }
+        _ = softRecipients
+    }
+
+    func mailFailed(_ r: Reply) {
+        let why = said(r, "MAIL FROM command")
+        if r.code / 100 == 5 {
+            failAll(r, why)
+        } else {
+            softFail(r.dsn, why)
+        }
+    }
+
+    /// The content, CRLF line ends, leading dots doubled, lines longer than
+    /// smtp_line_length_limit broken with CRLF SPACE.
+    func sendContent() throws {
+        let limit = agent.lineLimit
+        var column = 0
+        do {
+            stream.timeout = agent.dataXferTimeout > 0 ? agent.dataXferTimeout : nil
+            _ = try MessageCopy.content(fd: job.fd, offset: job.request.dataOffset, flags: [.dot], eol: "\r\n") { chunk in
+                guard limit > 0 else { return try stream.write(chunk) }
+                var out: [UInt8] = []
+                out.reserveCapacity(chunk.count + 16)
+                for b in chunk {
+                    if b == 0x0A { column = 0 } else if b != 0x0D {
+                        if column >= limit {
+                            out += [0x0D, 0x0A, 0x20]
+                            column = 1
+                        }
+                        column += 1
+                    }
+                    out.append(b)
+                }
+                try stream.write(out)
+            }
+        } catch StreamError.timeout {
+            throw Failure.timeout("sending message body")
+        } catch let e as StreamError {
+            _ = e
+            throw Failure.lost("sending message body")
+        } catch {
+            // A queue file that cannot be read: not the server's fault.
+            Msg.warn("\(job.queueID): read queue file: \(error)")
+            throw Failure.lost("sending message body")
+        }
+    }
+
+    func quit() throws {
+        try send("QUIT")
+        try flush("sending QUIT")
+        _ = try? reply("sending QUIT", timeout: agent.quitTimeout)
+    }
+}
+
+extension String {
+    func leftPadded(_ width: Int) -> String { count >= width ? self : String(repeating: "0", count: width - count) + self }
+}

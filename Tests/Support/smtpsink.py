@@ -1,0 +1,134 @@
+"""smtpsink: a small SMTP/LMTP server for tests, on loopback, that answers by rule and
+records what each client said.
+
+Rules come from the recipients' and sender's local parts and the sink's options:
+  reject*  RCPT -> 550 5.1.1      defer*  RCPT -> 450 4.2.1      multi* RCPT -> a 550 in two lines
+  badsender (MAIL FROM) -> 553 5.7.1                 lmtpfail* -> 452 after DATA (LMTP)
+Options (a dict): greet (a greeting code, default 220), ehlo=False (500 to EHLO),
+pipelining=False, size (a SIZE limit), data (the reply code after the message),
+lmtp=True (LHLO, one reply per accepted recipient after the message).
+The transcript (the client's lines, the message as received) goes to `log_path`, one
+session after another.
+"""
+import socket, threading
+
+
+class Sink:
+    def __init__(self, port, log_path, options=None):
+        self.options = options or {}
+        self.log_path = log_path
+        self.lock = threading.Lock()
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(16)
+        self.port = port
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.session, args=(conn,), daemon=True).start()
+
+    def session(self, conn):
+        o = self.options
+        lines = []
+        f = conn.makefile("rb")
+
+        def say(text):
+            conn.sendall(text.encode() + b"\r\n")
+
+        try:
+            code = int(o.get("greet", 220))
+            say(f"{code} sink.example ESMTP" if code == 220 else f"{code} 5.3.2 sink.example not accepting mail")
+            mail_ok, rcpts = False, []
+            while True:
+                raw = f.readline()
+                if not raw:
+                    break
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                lines.append("C: " + line)
+                verb = line.split(" ")[0].upper()
+                if verb in ("EHLO", "LHLO"):
+                    if not o.get("ehlo", True):
+                        say("500 5.5.1 command unrecognized")
+                        continue
+                    ext = ["sink.example"]
+                    if o.get("pipelining", True):
+                        ext.append("PIPELINING")
+                    if o.get("size"):
+                        ext.append(f"SIZE {o['size']}")
+                    ext += ["8BITMIME", "DSN", "ENHANCEDSTATUSCODES"]
+                    say("\r\n".join(f"250{'-' if i < len(ext) - 1 else ' '}{e}" for i, e in enumerate(ext)))
+                elif verb == "HELO":
+                    say("250 sink.example")
+                elif verb == "MAIL":
+                    if "badsender" in line.lower():
+                        say("553 5.7.1 Sender address rejected")
+                    else:
+                        mail_ok, rcpts = True, []
+                        say("250 2.1.0 Ok")
+                elif verb == "RCPT":
+                    addr = line[line.find("<") + 1:line.find(">")]
+                    local = addr.split("@")[0].lower()
+                    if not mail_ok:
+                        say("503 5.5.1 Error: need MAIL command")
+                    elif local.startswith("reject"):
+                        say(f"550 5.1.1 <{addr}>: Recipient address rejected: User unknown")
+                    elif local.startswith("defer"):
+                        say(f"450 4.2.1 <{addr}>: Recipient address rejected: Mailbox busy")
+                    elif local.startswith("multi"):
+                        say(f"550-5.7.1 <{addr}>: first line of a refusal\r\n550 5.7.1 and its second line")
+                    else:
+                        rcpts.append(addr)
+                        say("250 2.1.5 Ok")
+                elif verb == "DATA":
+                    if not rcpts:
+                        say("554 5.5.1 Error: no valid recipients")
+                        continue
+                    say("354 End data with <CR><LF>.<CR><LF>")
+                    while True:
+                        d = f.readline()
+                        if not d:
+                            return
+                        d = d.decode("utf-8", "replace").rstrip("\r\n")
+                        if d == ".":
+                            break
+                        lines.append("D: " + d)
+                    code = int(o.get("data", 250))
+                    if o.get("lmtp"):
+                        for r in rcpts:
+                            if r.split("@")[0].lower().startswith("lmtpfail"):
+                                say(f"452 4.2.2 <{r}>: Mailbox full")
+                            else:
+                                say(f"250 2.0.0 <{r}> delivered")
+                    elif code == 250:
+                        say("250 2.0.0 Ok: queued as SINK1")
+                    else:
+                        say(f"{code} {code // 100}.3.0 Error: message not accepted")
+                    mail_ok, rcpts = False, []
+                elif verb == "RSET":
+                    mail_ok, rcpts = False, []
+                    say("250 2.0.0 Ok")
+                elif verb == "QUIT":
+                    say("221 2.0.0 Bye")
+                    break
+                else:
+                    say("502 5.5.2 Error: command not recognized")
+        except OSError:
+            pass
+        finally:
+            conn.close()
+            with self.lock:
+                with open(self.log_path, "a") as out:
+                    out.write("session\n" + "".join(l + "\n" for l in lines))
