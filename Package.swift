@@ -30,6 +30,7 @@ let programs: [(name: String, deps: [Target.Dependency])] = [
     ("showq", ["ShowqCore"]),
     ("flush", ["FlushCore"]),
     ("smtp", ["SmtpCore"]),
+    ("lmtp", ["SmtpCore"]),
     ("postqueue", ["QueueAdminCore"]),
     ("postsuper", ["QueueAdminCore"]),
     ("postcat", ["QueueAdminCore"]),

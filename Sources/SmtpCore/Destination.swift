@@ -134,6 +134,7 @@ struct AddressFinder {
     /// their addresses up to the limit, less this machine and anything after it; without
     /// MX records, the domain's own addresses.
     func domainAddresses(_ domain: String, port: UInt16) -> Result<[ServerAddress], LookupFailure> {
+        let loopDetect = port == 25
         if native || !dns { return nativeAddresses(domain, port: port, preference: 0) }
         let mx = DNS.lookup(domain, [.mx])
         switch mx.status {
@@ -144,8 +145,8 @@ struct AddressFinder {
         case .invalid, .fail:
             return .failure(LookupFailure(status: "5.4.4", reason: mx.reason))
         case .notFound:
-            if mx.nxdomain { return .failure(LookupFailure(status: "5.4.4", reason: mx.reason)) }
-            return hostAddresses(domain, port: port).map { selfCheck($0, domain: domain) ?? $0 }
+            // No MX (or no such name): the domain's own addresses, and their errors.
+            return hostAddresses(domain, port: port).map { loopDetect ? (selfCheck($0, domain: domain) ?? $0) : $0 }
                 .flatMap { $0.isEmpty ? .failure(LookupFailure(status: "5.4.6", reason: "mail for \(domain) loops back to myself")) : .success($0) }
         case .ok:
             break
@@ -167,8 +168,9 @@ struct AddressFinder {
             if let soft { return .failure(soft) }
             return .failure(LookupFailure(status: "5.4.4", reason: "no MX host for \(domain) has a valid address record"))
         }
-        // Ourselves at some preference: only better MX hosts are worth trying.
-        if let selfPref = out.first(where: { ownAddresses.contains($0.address.address) })?.preference {
+        // Ourselves at some preference: only better MX hosts are worth trying. (Only on
+        // the SMTP port: a content filter on another port of this host is no loop.)
+        if loopDetect, let selfPref = out.first(where: { ownAddresses.contains($0.address.address) })?.preference {
             out = out.filter { $0.preference < selfPref }
             if out.isEmpty { return .failure(LookupFailure(status: "5.4.6", reason: "mail for \(domain) loops back to myself")) }
         }

@@ -35,9 +35,9 @@ public final class Smtp {
     let bindAddress: String
     let deferIfNoMXAddress: Bool
 
-    init(config: MailConfig, service: String) {
+    /// `lmtp`: run under the name lmtp (argv[0]), as Postfix decides it.
+    init(config: MailConfig, lmtp: Bool) {
         self.config = config
-        let lmtp = service == "lmtp"
         self.lmtp = lmtp
         let prefix = lmtp ? "lmtp_" : "smtp_"
         let p = { (name: String) in prefix + name }
@@ -73,9 +73,10 @@ public final class Smtp {
 
     public static func main(_ arguments: [String]) -> Never {
         var desc = ServerDescription()
-        desc.program = "smtp"
+        let lmtp = basename(of: arguments.first ?? "smtp") == "lmtp"
+        desc.program = lmtp ? "lmtp" : "smtp"
         var agent: Smtp?
-        desc.postInit = { ctx in agent = Smtp(config: ctx.config, service: ctx.serviceName) }
+        desc.postInit = { ctx in agent = Smtp(config: ctx.config, lmtp: lmtp) }
         SingleServer.run(arguments, desc) { client, ctx in
             guard let agent else { return }
             DeliveryAgent.serve(client, ctx) { job in agent.deliver(job) }
@@ -135,7 +136,10 @@ public final class Smtp {
             let s = Session(agent: self, job: job, pending: pending)
             do {
                 let fd = try UnixSocket.connect(path, timeout: connectTimeout)
-                s.run(fd: fd, name: "\(path)[\(path)]", relay: path, final: true)
+                // A UNIX-domain server is named after this host, as Postfix names it.
+                let name = "\(config.string("myhostname"))[\(path)]"
+                s.host = config.string("myhostname")
+                s.run(fd: fd, name: name, relay: name, final: true)
                 result |= s.result
             } catch {
                 lastFailure = LookupFailure(status: "4.4.1", reason: "connect to \(path): \(errnoText((error as? SystemError)?.errno ?? ECONNREFUSED))")
@@ -149,10 +153,12 @@ public final class Smtp {
                 } catch {
                     let e = (error as? SystemError)?.errno ?? ECONNREFUSED
                     lastFailure = LookupFailure(status: "4.4.1", reason: "connect to \(server.name):\(server.address.port): \(errnoText(e))")
+                    Msg.info(lastFailure.reason)
                     continue
                 }
                 sessions += 1
                 let s = Session(agent: self, job: job, pending: pending)
+                s.host = server.host
                 s.run(fd: fd, name: server.name, relay: "\(server.name):\(server.address.port)", final: i == servers.count - 1)
                 result |= s.result
                 if let f = s.tryNext { lastFailure = f }
@@ -178,6 +184,8 @@ final class Session {
     let pending: [Smtp.Pending]
     var stream: FDStream!
     var name = ""
+    /// The server's host name, for Remote-MTA.
+    var host = ""
     var relay = ""
     var result = 0
     /// Set when the next server should be tried, with the reason for the log if none works.
@@ -294,6 +302,13 @@ final class Session {
         "host \(name) said: \(r.text) (in reply to \(command))"
     }
 
+    /// The status of a server's reply, with the reply and the server for the DSN
+    /// (Diagnostic-Code: smtp; ..., Remote-MTA: dns; host).
+    func status(_ r: Reply, reason: String, action: String = "") -> DeliveryStatus {
+        DeliveryStatus(status: r.dsn, action: action, reason: reason, diagnosticType: "smtp", diagnosticText: r.text,
+                       mtaType: "dns", mtaName: host)
+    }
+
     func converse() throws {
         let greeting = try reply("receiving the initial server greeting", timeout: agent.heloTimeout)
         if greeting.code / 100 != 2 {
@@ -309,12 +324,12 @@ final class Session {
         try hello()
         // The server's SIZE limit.
         if sizeLimit > 0 && job.request.dataSize > sizeLimit {
+            // Postfix hangs up here, without QUIT.
             let why = "message size \(job.request.dataSize) exceeds size limit \(sizeLimit) of server \(name)"
             for p in pending where !p.done {
                 p.done = true
                 result |= job.bounce(p.rcpt, relay: relay, dsn: DeliveryStatus(status: "5.3.4", reason: why), stats: stats)
             }
-            try? quit()
             return
         }
         try transaction()
@@ -324,7 +339,7 @@ final class Session {
     func failAll(_ r: Reply, _ why: String) {
         for p in pending where !p.done {
             p.done = true
-            result |= job.outcome(p.rcpt, relay: relay, dsn: DeliveryStatus(status: r.dsn, reason: why), stats: stats)
+            result |= job.outcome(p.rcpt, relay: relay, dsn: status(r, reason: why), stats: stats)
         }
     }
 
@@ -409,12 +424,12 @@ final class Session {
     func rcptCommand(_ q: QueueRecipient) -> String {
         var cmd = "RCPT TO:<\(address(q.address))>"
         if features.contains("DSN") {
-            if q.notify != 0 { cmd += " NOTIFY=\(Session.notifyText(q.notify))" }
             if !q.dsnOriginalRecipient.isEmpty {
                 cmd += " ORCPT=\(Session.xtext(q.dsnOriginalRecipient))"
             } else if !q.originalRecipient.isEmpty {
                 cmd += " ORCPT=\(Session.xtext("rfc822;" + Quote822.quote822(q.originalRecipient)))"
             }
+            if q.notify != 0 { cmd += " NOTIFY=\(Session.notifyText(q.notify))" }
         }
         return cmd
     }
@@ -429,7 +444,10 @@ final class Session {
         var mailReply: Reply?
         if !pipelining {
             mailReply = try reply("sending MAIL FROM", timeout: agent.mailTimeout)
-            if mailReply!.code / 100 != 2 { return mailFailed(mailReply!) }
+            if mailReply!.code / 100 != 2 {
+                mailFailed(mailReply!)
+                return try reset()
+            }
         }
         var accepted: [Smtp.Pending] = []
         var rcptReplies: [(Smtp.Pending, Reply)] = []
@@ -453,10 +471,10 @@ final class Session {
                 accepted.append(p)
             } else if r.code / 100 == 5 {
                 p.done = true
-                result |= job.bounce(p.rcpt, relay: relay, dsn: DeliveryStatus(status: r.dsn, reason: said(r, "RCPT TO command")), stats: stats)
+                result |= job.bounce(p.rcpt, relay: relay, dsn: status(r, reason: said(r, "RCPT TO command")), stats: stats)
             } else if final {
                 p.done = true
-                result |= job.defer(p.rcpt, relay: relay, dsn: DeliveryStatus(status: r.dsn, reason: said(r, "RCPT TO command")), stats: stats)
+                result |= job.defer(p.rcpt, relay: relay, dsn: status(r, reason: said(r, "RCPT TO command")), stats: stats)
             } else {
                 softRecipients = true
                 tryNext = LookupFailure(status: r.dsn, reason: said(r, "RCPT TO command"))
@@ -464,15 +482,11 @@ final class Session {
         }
         if mailReply!.code / 100 != 2 {
             if pipelining { _ = try? reply("sending DATA", timeout: agent.dataInitTimeout) }
-            return mailFailed(mailReply!)
+            mailFailed(mailReply!)
+            return try reset()
         }
         if !pipelining {
-            if accepted.isEmpty {
-                try send("RSET")
-                try flush("sending RSET")
-                _ = try? reply("sending RSET", timeout: agent.config.time("smtp_rset_timeout"))
-                return
-            }
+            if accepted.isEmpty { return try reset() }
             try send("DATA")
             try flush("sending DATA")
         }
@@ -484,12 +498,12 @@ final class Session {
                 try flush("sending end of data")
                 _ = try? reply("sending end of data", timeout: agent.dataDoneTimeout)
             }
-            return
+            return try reset()
         }
         if dataReply.code != 354 {
             for p in accepted {
                 p.done = true
-                let dsn = DeliveryStatus(status: dataReply.dsn, reason: said(dataReply, "DATA command"))
+                let dsn = status(dataReply, reason: said(dataReply, "DATA command"))
                 if dataReply.code / 100 == 5 || final {
                     result |= job.outcome(p.rcpt, relay: relay, dsn: dsn, stats: stats)
                 } else {
@@ -513,10 +527,13 @@ final class Session {
         for (p, r) in zip(accepted, replies) {
             p.done = true
             if r.code / 100 == 2 {
-                result |= job.sent(p.rcpt, relay: relay, dsn: DeliveryStatus(status: r.dsn, action: agent.lmtp ? "delivered" : "relayed",
-                                                                             reason: r.text), stats: stats)
+                // A server that does DSN itself sends the success notice (SMTP only).
+                var rcpt = p.rcpt
+                if !agent.lmtp && features.contains("DSN") { rcpt.notify &= ~DSNNotify.success }
+                result |= job.sent(rcpt, relay: relay, dsn: status(r, reason: r.text, action: agent.lmtp ? "delivered" : "relayed"),
+                                   stats: stats)
             } else {
-                let dsn = DeliveryStatus(status: r.dsn, reason: said(r, "end of DATA command"))
+                let dsn = status(r, reason: said(r, "end of DATA command"))
                 result |= job.outcome(p.rcpt, relay: relay, dsn: dsn, stats: stats)
             }
         }
@@ -524,6 +541,7 @@ final class Session {
     }
 
     func mailFailed(_ r: Reply) {
+        // (The caller resets the session.)
         let why = said(r, "MAIL FROM command")
         if r.code / 100 == 5 {
             failAll(r, why)
@@ -565,6 +583,13 @@ final class Session {
             Msg.warn("\(job.queueID): read queue file: \(error)")
             throw Failure.lost("sending message body")
         }
+    }
+
+    /// RSET after a transaction that went nowhere, before QUIT.
+    func reset() throws {
+        try send("RSET")
+        try flush("sending RSET")
+        _ = try? reply("sending RSET", timeout: agent.config.time(agent.lmtp ? "lmtp_rset_timeout" : "smtp_rset_timeout"))
     }
 
     func quit() throws {

@@ -14,7 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 
 OUR_PROGRAMS = ["master", "postlogd", "postfix", "postconf", "postlog", "postmap", "postalias", "proxymap",
                 "trivial-rewrite", "cleanup", "smtpd", "qmgr", "local", "bounce", "error", "discard", "virtual",
-                "pipe", "smtp", "pickup", "showq", "postdrop", "postqueue", "postsuper", "postcat", "sendmail",
+                "pipe", "smtp", "lmtp", "pickup", "showq", "postdrop", "postqueue", "postsuper", "postcat", "sendmail",
                 "flush", "anvil", "verify", "scache", "spawn", "tlsmgr", "postkick", "postlock"]
 
 SETGID_PROGRAMS = ("postdrop", "postqueue")
@@ -65,6 +65,11 @@ class Instance:
                 os.symlink(f"{bin_dir}/{p}", f"{self.libexec}/{p}")
         for p in ref_programs:
             os.symlink(f"{reference}/usr/lib/postfix/sbin/{p}", f"{self.libexec}/ref-{p}")
+        if ref_programs:
+            # Programs that look at their own name (smtp or lmtp) run as ref/NAME.
+            os.makedirs(f"{self.libexec}/ref")
+            for p in ref_programs:
+                os.symlink(f"{reference}/usr/lib/postfix/sbin/{p}", f"{self.libexec}/ref/{p}")
         for name, text in (files or {}).items():
             open(f"{self.root}/files/{name}", "w").write(text.replace("@DIR@", self.root + "/files"))
         env_extra = f" LD_LIBRARY_PATH={reference}/usr/lib/postfix" if reference else ""

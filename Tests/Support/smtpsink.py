@@ -4,13 +4,14 @@ records what each client said.
 Rules come from the recipients' and sender's local parts and the sink's options:
   reject*  RCPT -> 550 5.1.1      defer*  RCPT -> 450 4.2.1      multi* RCPT -> a 550 in two lines
   badsender (MAIL FROM) -> 553 5.7.1                 lmtpfail* -> 452 after DATA (LMTP)
-Options (a dict): greet (a greeting code, default 220), ehlo=False (500 to EHLO),
+Options (a dict): addr (the loopback address, default 127.0.0.1), path (a UNIX-domain
+socket instead), greet (a greeting code, default 220), ehlo=False (500 to EHLO),
 pipelining=False, size (a SIZE limit), data (the reply code after the message),
 lmtp=True (LHLO, one reply per accepted recipient after the message).
 The transcript (the client's lines, the message as received) goes to `log_path`, one
 session after another.
 """
-import socket, threading
+import os, socket, threading
 
 
 class Sink:
@@ -18,9 +19,14 @@ class Sink:
         self.options = options or {}
         self.log_path = log_path
         self.lock = threading.Lock()
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", port))
+        if self.options.get("path"):
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.bind(self.options["path"])
+            os.chmod(self.options["path"], 0o666)
+        else:
+            self.sock = socket.socket()
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.sock.bind((self.options.get("addr", "127.0.0.1"), port))
         self.sock.listen(16)
         self.port = port
         self.thread = threading.Thread(target=self.serve, daemon=True)

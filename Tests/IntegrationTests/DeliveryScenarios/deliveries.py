@@ -36,6 +36,11 @@ Scenario syntax (one directive a line; "#" lines are comments):
                          as ~USER/PATH, spool/USER or files/PATH
   queue                  list the files left in the queue directories
   run COMMAND            a shell command (@DIR@ = the files directory)
+  sink NAME [K=V...]     an SMTP/LMTP sink (Tests/Support/smtpsink.py) on a port of its own;
+                         @SINK:NAME@ = [127.0.0.1]:PORT and @SINKPORT:NAME@ = PORT in
+                         options, services and files (unix=yes: a UNIX-domain socket,
+                         @SINKSOCK:NAME@); its transcript is files/sink-NAME.log
+  dns ... end            the zone of a DNS server that the instance alone asks
 """
 import argparse, difflib, glob, os, pwd, re, shutil, smtplib, socket, subprocess, sys, threading, time
 
@@ -47,7 +52,7 @@ import postfixproto as pp  # noqa: E402
 
 HOMES = "/var/tmp/swallow-homes"
 USERS = ("swtalice", "swtbob", "swtcarol")
-DELIVERY = ("qmgr", "local", "bounce", "error", "discard", "virtual", "pipe", "pickup", "flush", "smtp")
+DELIVERY = ("qmgr", "local", "bounce", "error", "discard", "virtual", "pipe", "pickup", "flush", "smtp", "lmtp")
 
 MAIN_CF = """myhostname = mx.example.com
 mydomain = example.com
@@ -90,7 +95,9 @@ def master_cf(port, ref, extra=()):
              "smtp unix - - n - - error"]
     names = {l.split()[0] for l in extra if l.strip()}
     lines = [l for l in lines if l.split()[0] not in names]
-    lines += [l.replace("{p}", p) for l in extra]
+    # smtp and lmtp choose their protocol by their name: the reference's run as ref/NAME.
+    lines += [l.replace("{p}smtp", "ref/smtp" if ref else "smtp").replace("{p}lmtp", "ref/lmtp" if ref else "lmtp")
+              .replace("{p}", p) for l in extra]
     return "\n".join(lines) + "\n"
 
 
@@ -120,6 +127,7 @@ class Scenario:
         self.name = os.path.basename(path)[:-9]
         self.options, self.files, self.homefiles, self.steps, self.services = [], {}, [], [], []
         self.sinks = []
+        self.dns = None
         lines = open(path).read().split("\n")
         i = 0
         while i < len(lines):
@@ -139,6 +147,14 @@ class Scenario:
                     k, _, v = kv.partition("=")
                     opts[k] = {"yes": True, "no": False}.get(v, v) if v else True
                 self.sinks.append((w[1], opts))
+            elif w[0] == "dns":
+                # dns: the zone (up to "end") of a DNS server that the instance alone asks.
+                body = []
+                while lines[i] != "end":
+                    body.append(lines[i])
+                    i += 1
+                i += 1
+                self.dns = "\n".join(body) + "\n"
             elif w[0] in ("file", "home"):
                 body = []
                 while lines[i] != "end":
@@ -343,15 +359,21 @@ def run_one(build, reference, scn):
 
     def sinks_in(text):
         for name, sp in sink_ports.items():
-            text = text.replace(f"@SINK:{name}@", f"[127.0.0.1]:{sp}")
+            text = text.replace(f"@SINK:{name}@", f"[127.0.0.1]:{sp}").replace(f"@SINKPORT:{name}@", str(sp))
+            text = text.replace(f"@SINKSOCK:{name}@", f"@DIR@/sink-{name}.sock")
         return text
     files = {k: sinks_in(v) for k, v in scn.files.items()}
     files.setdefault("aliases", "postmaster: root\n")
     main = MAIN_CF + "".join(sinks_in(o) + "\n" for o in scn.options)
     main = main.replace("@HOME@", HOMES)
     inst = mailinstance.Instance(build, main, master_cf(port, reference is not None, [sinks_in(l) for l in scn.services]),
-                                 reference=reference, ref_programs=DELIVERY if reference else (), files=files)
-    sinks = [smtpsink.Sink(sink_ports[name], f"{inst.root}/files/sink-{name}.log", opts) for name, opts in scn.sinks]
+                                 reference=reference, ref_programs=DELIVERY if reference else (), files=files,
+                                 dns=scn.dns)
+    sinks = []
+    for name, opts in scn.sinks:
+        if opts.get("unix"):
+            opts = dict(opts, path=f"{inst.root}/files/sink-{name}.sock")
+        sinks.append(smtpsink.Sink(sink_ports[name], f"{inst.root}/files/sink-{name}.log", opts))
     try:
         os.makedirs(inst.root + "/files/spool")
         os.chmod(inst.root + "/files/spool", 0o1777)
