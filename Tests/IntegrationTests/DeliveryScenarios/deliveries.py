@@ -40,6 +40,7 @@ Scenario syntax (one directive a line; "#" lines are comments):
                          @SINK:NAME@ = [127.0.0.1]:PORT and @SINKPORT:NAME@ = PORT in
                          options, services and files (unix=yes: a UNIX-domain socket,
                          @SINKSOCK:NAME@); its transcript is files/sink-NAME.log
+  port NAME              a free port for a service line (@PORT:NAME@)
   dns ... end            the zone of a DNS server that the instance alone asks
 """
 import argparse, difflib, glob, os, pwd, re, shutil, smtplib, socket, subprocess, sys, threading, time
@@ -127,6 +128,7 @@ class Scenario:
         self.name = os.path.basename(path)[:-9]
         self.options, self.files, self.homefiles, self.steps, self.services = [], {}, [], [], []
         self.sinks = []
+        self.ports = []
         self.dns = None
         lines = open(path).read().split("\n")
         i = 0
@@ -147,6 +149,9 @@ class Scenario:
                     k, _, v = kv.partition("=")
                     opts[k] = {"yes": True, "no": False}.get(v, v) if v else True
                 self.sinks.append((w[1], opts))
+            elif w[0] == "port":
+                # port NAME: a free port for a service of the scenario's (@PORT:NAME@).
+                self.ports.append(w[1])
             elif w[0] == "dns":
                 # dns: the zone (up to "end") of a DNS server that the instance alone asks.
                 body = []
@@ -356,11 +361,12 @@ def normalise(lines, log, root):
 def run_one(build, reference, scn):
     port = mailinstance.free_port()
     sink_ports = {name: mailinstance.free_port() for name, _ in scn.sinks}
+    sink_ports.update({name: mailinstance.free_port() for name in scn.ports})
 
     def sinks_in(text):
         for name, sp in sink_ports.items():
             text = text.replace(f"@SINK:{name}@", f"[127.0.0.1]:{sp}").replace(f"@SINKPORT:{name}@", str(sp))
-            text = text.replace(f"@SINKSOCK:{name}@", f"@DIR@/sink-{name}.sock")
+            text = text.replace(f"@SINKSOCK:{name}@", f"@DIR@/sink-{name}.sock").replace(f"@PORT:{name}@", str(sp))
         return text
     files = {k: sinks_in(v) for k, v in scn.files.items()}
     files.setdefault("aliases", "postmaster: root\n")
