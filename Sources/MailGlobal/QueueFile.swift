@@ -97,18 +97,45 @@ public final class QueueFileReader {
         }
     }
 
+    /// Refills the buffer at `position`; false at the end of the file. The first read is
+    /// small (most queue files are), later ones large; nothing is zero-filled first.
+    func fill() throws -> Bool {
+        let size = bufferStart == 0 && buffer.isEmpty ? 8192 : 65536
+        let at = position
+        var failed: Int32 = 0
+        buffer = [UInt8](unsafeUninitializedCapacity: size) { buf, count in
+            let n = pread(fd, buf.baseAddress, size, off_t(at))
+            if n < 0 { failed = errno }
+            count = max(n, 0)
+        }
+        bufferStart = at
+        if failed != 0 { throw QueueFileError("read: \(errnoText(failed))") }
+        return !buffer.isEmpty
+    }
+
     func byte() throws -> UInt8? {
         if position >= bufferStart + buffer.count {
-            var chunk = [UInt8](repeating: 0, count: 65536)
-            let n = chunk.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(position)) }
-            if n < 0 { throw QueueFileError("read: \(errnoText(errno))") }
-            if n == 0 { return nil }
-            buffer = Array(chunk[0..<n])
-            bufferStart = position
+            guard try fill() else { return nil }
         }
         let b = buffer[position - bufferStart]
         position += 1
         return b
+    }
+
+    /// The next `count` bytes, nil when the file ends first.
+    func bytes(_ count: Int) throws -> [UInt8]? {
+        var out: [UInt8] = []
+        out.reserveCapacity(count)
+        while out.count < count {
+            if position >= bufferStart + buffer.count {
+                guard try fill() else { return nil }
+            }
+            let from = position - bufferStart
+            let take = min(count - out.count, buffer.count - from)
+            out.append(contentsOf: buffer[from..<(from + take)])
+            position += take
+        }
+        return out
     }
 
     /// The next record and the offset of its type byte; nil at the end of the file.
@@ -125,12 +152,7 @@ public final class QueueFileReader {
             shift += 7
         }
         if maxLength > 0 && len > maxLength { throw QueueFileError("illegal length \(len), record type \(t)") }
-        var data = [UInt8]()
-        data.reserveCapacity(len)
-        for _ in 0..<len {
-            guard let b = try byte() else { throw QueueFileError("premature end of file at offset \(start)") }
-            data.append(b)
-        }
+        guard let data = try bytes(len) else { throw QueueFileError("premature end of file at offset \(start)") }
         return (start, Record(RecordType(t), data))
     }
 
