@@ -35,9 +35,7 @@ public final class Flush {
     init(config: MailConfig) {
         self.config = config
         queue = MailQueue(config: config)
-        domains = MatchList(name: "fast_flush_domains", kind: .domain,
-                            options: MatchList.parentStyle("fast_flush_domains", config: config),
-                            text: config.string("fast_flush_domains"))
+        domains = FlushClient.domains(config)
         refreshTime = config.time("fast_flush_refresh_time")
         purgeTime = config.time("fast_flush_purge_time")
         qmgr = config.string("queue_service_name")
@@ -121,11 +119,7 @@ public final class Flush {
         guard policyOK(site) else { return .deny }
         let name = Flush.logName(site)
         guard let path = logPath(name) else { return .bad }
-        var fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
-        if fd < 0 && errno == ENOENT, let qid = QueueID(name) {
-            try? queue.makeDirectories(queue.directory(QueueName.flush, qid))
-            fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
-        }
+        let fd = queue.openAppend(QueueName.flush, name)
         if fd < 0 { Msg.fatal("flush_add_path: open fast flush logfile \(name): \(errnoText(errno))") }
         defer { close(fd) }
         do { try FileLock.apply(fd, style: .flock, .exclusive) } catch {

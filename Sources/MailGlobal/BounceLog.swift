@@ -37,11 +37,7 @@ public enum BounceLog {
     public static func append(service: String, queueID: String, recipient: RecipientInfo, status: DeliveryStatus,
                        queue: MailQueue, oldStyle: Bool) {
         let p = path(service, queueID, queue)
-        var fd = open(p, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
-        if fd < 0 && errno == ENOENT, let qid = QueueID(queueID) {
-            try? queue.makeDirectories(queue.directory(service, qid))
-            fd = open(p, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
-        }
+        let fd = queue.openAppend(service, queueID)
         if fd < 0 { Msg.fatal("open file \(service) \(queueID): \(errnoText(errno))") }
         defer { close(fd) }
         do {

@@ -34,6 +34,14 @@ public enum DSNNotify {
     }
 }
 
+extension DSNNotify {
+    /// dsn_notify_str(): the names of the bits, comma-separated, in Postfix's order.
+    public static func text(_ mask: Int) -> String {
+        [(never, "NEVER"), (success, "SUCCESS"), (failure, "FAILURE"), (delay, "DELAY")]
+            .filter { mask & $0.0 != 0 }.map(\.1).joined(separator: ",")
+    }
+}
+
 /// RET= values (ret_flags).
 public enum DSNRet {
     public static let full = 1

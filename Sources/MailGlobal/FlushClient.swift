@@ -41,7 +41,8 @@ public enum FlushClient {
         }
     }
 
-    static func domains(_ config: MailConfig) -> MatchList {
+    /// fast_flush_domains, as both the clients and the flush server match it.
+    public static func domains(_ config: MailConfig) -> MatchList {
         MatchList(name: "fast_flush_domains", kind: .domain,
                   options: MatchList.parentStyle("fast_flush_domains", config: config),
                   text: config.string("fast_flush_domains"))

@@ -22,6 +22,13 @@ public enum MailLog {
         return base + "/" + program
     }
 
+    /// A set-gid (or set-uid) program does not take the logging service, host name or time
+    /// zone from its caller's environment.
+    public static func dropCallerLoggingEnvironment() {
+        guard getgid() != getegid() || getuid() != geteuid() else { return }
+        for name in [serviceEnvironment, hostnameEnvironment, "TZ"] { unsetenv(name) }
+    }
+
     /// Logging before the configuration is known: the postlog socket named by
     /// $POSTLOG_SERVICE, else syslog, under `tag` (default: the early tag), plus standard
     /// error when `stderrTag` is given.

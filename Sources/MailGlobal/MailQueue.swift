@@ -158,6 +158,22 @@ public struct MailQueue: Sendable {
         throw SystemError.current("rename \(src) to \(dst)")
     }
 
+    /// Opens `queue`/`name` (a per-message or per-site logfile) for appending, creating it
+    /// mode 0600 and its hash directories when missing; -1 with errno on failure.
+    public func openAppend(_ queue: String, _ name: String) -> Int32 {
+        guard let qid = QueueID(name) else {
+            errno = EINVAL
+            return -1
+        }
+        let p = path(queue, qid)
+        var fd = open(p, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
+        if fd < 0 && errno == ENOENT {
+            try? makeDirectories(directory(queue, qid))
+            fd = open(p, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
+        }
+        return fd
+    }
+
     /// Removes `id` from `queue`.
     public func remove(_ queue: String, _ id: QueueID) throws {
         let p = path(queue, id)

@@ -90,9 +90,7 @@ public enum MailServer {
     static func start(_ arguments: [String], _ desc: ServerDescription, kind: ServerKind) -> ServerContext {
         signal(SIGPIPE, SIG_IGN)
         signal(SIGXFSZ, SIG_IGN)
-        for fd in Int32(0)...2 where fcntl(fd, F_GETFD) < 0 {
-            _ = open("/dev/null", O_RDWR)
-        }
+        openStandardDescriptors()
         let program = desc.program.isEmpty ? basename(of: arguments.first ?? "daemon") : desc.program
         // A daemon started from a terminal by mistake says so there, too.
         let stderrTag: String? = isatty(2) != 0 ? program : nil

@@ -209,3 +209,14 @@ public func basename(of path: String) -> String {
     if bytes.count == 1 { return "/" }
     return String(decoding: bytes[(slash + 1)...], as: UTF8.self)
 }
+
+/// Makes sure descriptors 0, 1 and 2 are open (on /dev/null where they were not), so that
+/// nothing opened later lands on them; false when one could not be opened there.
+@discardableResult
+public func openStandardDescriptors() -> Bool {
+    var ok = true
+    for fd in Int32(0)...2 where fcntl(fd, F_GETFD) < 0 {
+        if open("/dev/null", O_RDWR) != fd { ok = false }
+    }
+    return ok
+}

@@ -8,9 +8,7 @@ import MailGlobal
 public enum Postconf {
     public static func main(_ arguments: [String]) -> Int32 {
         umask(0o022)
-        for fd in Int32(0)...2 where fcntl(fd, F_GETFD) < 0 {
-            _ = open("/dev/null", O_RDWR)
-        }
+        openStandardDescriptors()
         let argv0 = arguments.first ?? "postconf"
         Msg.initStderr(tag: argv0)
         Msg.sleepBeforeFatalExit = false

@@ -22,7 +22,7 @@ public enum PostfixCommand {
 
     public static func main(_ arguments: [String]) -> Never {
         umask(0o022)
-        for fd in Int32(0)...2 where fcntl(fd, F_GETFD) < 0 { _ = open("/dev/null", O_RDWR) }
+        openStandardDescriptors()
         let program = basename(of: arguments.first ?? "postfix")
         let tty = isatty(2) != 0
         MailLog.setupEarly(program: program, tag: program, stderrTag: tty ? program : nil)

@@ -12,7 +12,7 @@ public enum PostlogCommand {
 
     public static func main(_ arguments: [String]) -> Never {
         umask(0o022)
-        for fd in Int32(0)...2 where fcntl(fd, F_GETFD) < 0 { _ = open("/dev/null", O_RDWR) }
+        openStandardDescriptors()
         let program = basename(of: arguments.first ?? "postlog")
         // Installed set-gid: the caller's environment must not choose where records go.
         if getgid() != getegid() || getuid() != geteuid() {

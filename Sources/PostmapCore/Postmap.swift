@@ -33,7 +33,7 @@ public struct PostmapOptions {
 public enum Postmap {
     public static func main(_ arguments: [String], alias: Bool) -> Never {
         umask(0o022)
-        for fd in Int32(0)...2 where fcntl(fd, F_GETFD) < 0 { _ = open("/dev/null", O_RDWR) }
+        openStandardDescriptors()
         let program = alias ? "postalias" : "postmap"
         MailLog.setupEarly(program: program, stderrTag: program)
         Msg.sleepBeforeFatalExit = false

@@ -47,9 +47,7 @@ public enum Postcat {
     }
 
     public static func main(_ arguments: [String]) -> Never {
-        for fd in Int32(0)...2 where fcntl(fd, F_GETFD) < 0 {
-            if open("/dev/null", O_RDWR) != fd { Msg.fatal("open /dev/null: \(errnoText(errno))") }
-        }
+        if !openStandardDescriptors() { Msg.fatal("open /dev/null: \(errnoText(errno))") }
         let program = arguments.first ?? "postcat"
         // postcat logs to standard error only.
         Msg.outputs = [StderrMsgOutput(tag: program)]

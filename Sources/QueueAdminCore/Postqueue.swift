@@ -20,13 +20,9 @@ public enum Postqueue {
 
     public static func main(_ arguments: [String]) -> Never {
         umask(0o022)
-        for fd in Int32(0)...2 where fcntl(fd, F_GETFD) < 0 {
-            if open("/dev/null", O_RDWR) != fd { fail("open /dev/null: \(errnoText(errno))") }
-        }
+        if !openStandardDescriptors() { fail("open /dev/null: \(errnoText(errno))") }
         let program = "postqueue"
-        if getgid() != getegid() || getuid() != geteuid() {
-            for name in [MailLog.serviceEnvironment, MailLog.hostnameEnvironment, "TZ"] { unsetenv(name) }
-        }
+        MailLog.dropCallerLoggingEnvironment()
         MailLog.setupEarly(program: program, stderrTag: basename(of: arguments.first ?? program))
         Msg.sleepBeforeFatalExit = false
         var mode = Mode.none
@@ -136,12 +132,9 @@ public enum Postqueue {
         let path = config.string("daemon_directory") + "/showq"
         var argv = [service, "-u", "-S"]
         argv += Array(repeating: "-v", count: Msg.verbose)
-        var environment: [String] = []
-        var p = environ
-        while let s = p.pointee { environment.append(String(cString: s)); p += 1 }
         let pid: pid_t
         do {
-            pid = try Spawn.run(path, argv: argv, environment: environment, descriptors: [0: pair[1], 1: pair[1], 2: 2])
+            pid = try Spawn.run(path, argv: argv, environment: Spawn.currentEnvironment, descriptors: [0: pair[1], 1: pair[1], 2: 2])
         } catch {
             fail("\(error)")
         }

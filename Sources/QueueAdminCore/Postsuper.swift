@@ -77,9 +77,7 @@ public enum Postsuper {
 
     public static func main(_ arguments: [String]) -> Never {
         umask(0o022)
-        for fd in Int32(0)...2 where fcntl(fd, F_GETFD) < 0 {
-            if open("/dev/null", O_RDWR) != fd { Msg.fatal("open /dev/null: \(errnoText(errno))") }
-        }
+        if !openStandardDescriptors() { Msg.fatal("open /dev/null: \(errnoText(errno))") }
         if getenv("MAIL_VERBOSE") != nil { Msg.verbose = 1 }
         let program = basename(of: arguments.first ?? "postsuper")
         MailLog.setupEarly(program: program, stderrTag: program)

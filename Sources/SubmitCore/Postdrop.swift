@@ -18,12 +18,10 @@ public enum Postdrop {
 
     public static func main(_ arguments: [String]) -> Never {
         umask(0o022)
-        for fd in Int32(0)...2 where fcntl(fd, F_GETFD) < 0 { _ = open("/dev/null", O_RDWR) }
+        openStandardDescriptors()
         // The process name comes from the user: use our own.
         let program = "postdrop"
-        if getgid() != getegid() || getuid() != geteuid() {
-            for name in [MailLog.serviceEnvironment, MailLog.hostnameEnvironment, "TZ"] { unsetenv(name) }
-        }
+        MailLog.dropCallerLoggingEnvironment()
         MailLog.setupEarly(program: program, stderrTag: program)
         Msg.sleepBeforeFatalExit = false
         let (_, problem) = GetOpt.parse(Array(arguments.dropFirst()), spec: "c:rv") { c, v in

@@ -39,9 +39,7 @@ public enum Sendmail {
 
     public static func main(_ arguments: [String]) -> Never {
         umask(0o022)
-        for fd in Int32(0)...2 where fcntl(fd, F_GETFD) < 0 {
-            if open("/dev/null", O_RDWR) != fd { Msg.fatal(status: EX.osErr, "open /dev/null: \(errnoText(errno))") }
-        }
+        if !openStandardDescriptors() { Msg.fatal(status: EX.osErr, "open /dev/null: \(errnoText(errno))") }
         // A parent's descriptors (the CDE calendar manager...) must not reach postdrop.
         for fd in Int32(3)..<100 { close(fd) }
         if getenv("MAIL_VERBOSE") != nil { Msg.verbose = 1 }
