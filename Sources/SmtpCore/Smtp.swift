@@ -389,21 +389,12 @@ final class Session {
         var out = ""
         for b in s.utf8 {
             if b < 0x21 || b > 0x7E || b == UInt8(ascii: "+") || b == UInt8(ascii: "=") {
-                out += "+" + String(b, radix: 16, uppercase: true).leftPadded(2)
+                out += (b < 0x10 ? "+0" : "+") + String(b, radix: 16, uppercase: true)
             } else {
                 out.unicodeScalars.append(UnicodeScalar(b))
             }
         }
         return out
-    }
-
-    static func notifyText(_ mask: Int) -> String {
-        var words: [String] = []
-        if mask & DSNNotify.never != 0 { words.append("NEVER") }
-        if mask & DSNNotify.success != 0 { words.append("SUCCESS") }
-        if mask & DSNNotify.failure != 0 { words.append("FAILURE") }
-        if mask & DSNNotify.delay != 0 { words.append("DELAY") }
-        return words.joined(separator: ",")
     }
 
     func mailCommand() -> String {
@@ -429,7 +420,7 @@ final class Session {
             } else if !q.originalRecipient.isEmpty {
                 cmd += " ORCPT=\(Session.xtext("rfc822;" + Quote822.quote822(q.originalRecipient)))"
             }
-            if q.notify != 0 { cmd += " NOTIFY=\(Session.notifyText(q.notify))" }
+            if q.notify != 0 { cmd += " NOTIFY=\(DSNNotify.text(q.notify))" }
         }
         return cmd
     }
@@ -445,7 +436,7 @@ final class Session {
         if !pipelining {
             mailReply = try reply("sending MAIL FROM", timeout: agent.mailTimeout)
             if mailReply!.code / 100 != 2 {
-                mailFailed(mailReply!)
+                failSession(mailReply!, "MAIL FROM")
                 return try reset()
             }
         }
@@ -464,7 +455,6 @@ final class Session {
             mailReply = try reply("sending MAIL FROM", timeout: agent.mailTimeout)
             for p in todo { rcptReplies.append((p, try reply("sending RCPT TO", timeout: agent.rcptTimeout))) }
         }
-        var softRecipients = false
         for (p, r) in rcptReplies {
             if mailReply!.code / 100 != 2 { break }
             if r.code / 100 == 2 {
@@ -476,13 +466,12 @@ final class Session {
                 p.done = true
                 result |= job.defer(p.rcpt, relay: relay, dsn: status(r, reason: said(r, "RCPT TO command")), stats: stats)
             } else {
-                softRecipients = true
                 tryNext = LookupFailure(status: r.dsn, reason: said(r, "RCPT TO command"))
             }
         }
         if mailReply!.code / 100 != 2 {
             if pipelining { _ = try? reply("sending DATA", timeout: agent.dataInitTimeout) }
-            mailFailed(mailReply!)
+            failSession(mailReply!, "MAIL FROM")
             return try reset()
         }
         if !pipelining {
@@ -537,17 +526,6 @@ final class Session {
                 result |= job.outcome(p.rcpt, relay: relay, dsn: dsn, stats: stats)
             }
         }
-        _ = softRecipients
-    }
-
-    func mailFailed(_ r: Reply) {
-        // (The caller resets the session.)
-        let why = said(r, "MAIL FROM command")
-        if r.code / 100 == 5 {
-            failAll(r, why)
-        } else {
-            softFail(r.dsn, why)
-        }
     }
 
     /// The content, CRLF line ends, leading dots doubled, lines longer than
@@ -597,8 +575,4 @@ final class Session {
         try flush("sending QUIT")
         _ = try? reply("sending QUIT", timeout: agent.quitTimeout)
     }
-}
-
-extension String {
-    func leftPadded(_ width: Int) -> String { count >= width ? self : String(repeating: "0", count: width - count) + self }
 }
