@@ -20,7 +20,7 @@ Scenario syntax (one directive a line; "#" lines are comments):
                          (@DIR@ = the files directory, @HOME@ = the homes directory)
   home USER NAME         the following lines, up to "end", become ~USER/NAME
   mode PATH OCTAL        chmod a file under files/
-  service LINE           a master.cf line of the scenario's own; {p} becomes "ref-" on
+  service LINE           a master.cf line of the scenario's own; {p} becomes "ref/" on
                          the reference side (@DIR@ = the files directory)
   mkdir PATH             a world-writable directory under files/
   send FROM TO[,TO...]   submit a message; its lines follow, up to "."
@@ -76,7 +76,9 @@ biff = no
 
 
 def master_cf(port, ref, extra=()):
-    p = "ref-" if ref else ""
+    # The reference's programs run under their own names (smtp and lmtp choose their
+    # protocol by name), from a directory of their own.
+    p = "ref/" if ref else ""
     lines = [f"127.0.0.1:{port} inet n - n - - smtpd",
              "cleanup unix n - n - 0 cleanup",
              "rewrite unix - - n - - trivial-rewrite",
@@ -96,9 +98,7 @@ def master_cf(port, ref, extra=()):
              "smtp unix - - n - - error"]
     names = {l.split()[0] for l in extra if l.strip()}
     lines = [l for l in lines if l.split()[0] not in names]
-    # smtp and lmtp choose their protocol by their name: the reference's run as ref/NAME.
-    lines += [l.replace("{p}smtp", "ref/smtp" if ref else "smtp").replace("{p}lmtp", "ref/lmtp" if ref else "lmtp")
-              .replace("{p}", p) for l in extra]
+    lines += [l.replace("{p}", p) for l in extra]
     return "\n".join(lines) + "\n"
 
 
@@ -300,7 +300,7 @@ def normalise(lines, log, root):
         m = LOG_RE.match(l)
         if not m:
             continue
-        prog = m.group(1).replace("ref-", "")
+        prog = m.group(1)
         if prog not in DELIVERY + ("cleanup",):
             continue
         msg = m.group(2)
