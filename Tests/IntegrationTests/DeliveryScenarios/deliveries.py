@@ -269,6 +269,14 @@ def run_scenario(inst, port, scn):
             out.append("wait: " + ("queue empty" if ok else "queue not empty: " + " ".join(queue_files(inst))))
         elif st[0] == "sleep":
             time.sleep(float(st[1]))
+        elif st[0] == "until":
+            # until STATE [seconds]: poll until the queue holds exactly STATE (as "queue" prints it),
+            # so that a slow machine does not change what the next step sees.
+            deadline = time.time() + (float(st[2]) if len(st) > 2 else 30)
+            want = st[1].replace(",", " ")
+            while time.time() < deadline and (" ".join(queue_files(inst)) or "empty") != want:
+                time.sleep(0.2)
+            time.sleep(0.5)
         elif st[0] == "flush":
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             s.connect(f"{inst.queue}/public/qmgr")
