@@ -133,7 +133,8 @@ struct AddressFinder {
     /// smtp_domain_addr: the MX hosts of `domain` by preference (random among equals),
     /// their addresses up to the limit, less this machine and anything after it; without
     /// MX records, the domain's own addresses.
-    func domainAddresses(_ domain: String, port: UInt16) -> Result<[ServerAddress], LookupFailure> {
+    /// `iAmMX`: this machine is one of the MX hosts (the list holds the better ones only).
+    func domainAddresses(_ domain: String, port: UInt16, iAmMX: inout Bool) -> Result<[ServerAddress], LookupFailure> {
         let loopDetect = port == 25
         if native || !dns { return nativeAddresses(domain, port: port, preference: 0) }
         let mx = DNS.lookup(domain, [.mx])
@@ -172,6 +173,7 @@ struct AddressFinder {
         // the SMTP port: a content filter on another port of this host is no loop.)
         if loopDetect, let selfPref = out.first(where: { ownAddresses.contains($0.address.address) })?.preference {
             out = out.filter { $0.preference < selfPref }
+            iAmMX = true
             if out.isEmpty { return .failure(LookupFailure(status: "5.4.6", reason: "mail for \(domain) loops back to myself")) }
         }
         if addressLimit > 0 && out.count > addressLimit { out = Array(out.prefix(addressLimit)) }

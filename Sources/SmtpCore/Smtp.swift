@@ -34,6 +34,7 @@ public final class Smtp {
     let discardEHLO: Set<String>
     let bindAddress: String
     let deferIfNoMXAddress: Bool
+    let softBounce: Bool
 
     /// `lmtp`: run under the name lmtp (argv[0]), as Postfix decides it.
     init(config: MailConfig, lmtp: Bool) {
@@ -69,6 +70,7 @@ public final class Smtp {
         discardEHLO = Set(config.list(lmtp ? "lmtp_discard_lhlo_keywords" : "smtp_discard_ehlo_keywords").map { $0.lowercased() })
         bindAddress = config.string(p("bind_address"))
         deferIfNoMXAddress = config.bool(p("defer_if_no_mx_address_found"))
+        softBounce = config.bool("soft_bounce")
     }
 
     public static func main(_ arguments: [String]) -> Never {
@@ -98,73 +100,106 @@ public final class Smtp {
         if r.recipients.isEmpty { Msg.fatal("recipient count: 0") }
         let pending = r.recipients.map(Pending.init)
         var result = 0
-        func finishAll(_ status: String, _ reason: String, relay: String = noRelayAgent, hop: Bool = false) {
-            let dsn = DeliveryStatus(status: status, reason: reason)
-            for p in pending where !p.done {
-                p.done = true
-                result |= job.outcome(p.rcpt, relay: relay, dsn: dsn)
-            }
-            if hop && status.first == "4" { job.hop = dsn }
-        }
-        let servers: [ServerAddress]
-        var unixPath: String?
-        switch Destination.parse(r.nexthop, lmtp: lmtp, defaultPort: defaultPort) {
-        case .failure(let f):
-            finishAll(f.status, f.reason)
-            return result
-        case .success(.unix(let path)):
-            servers = []
-            unixPath = path
-        case .success(.inet(let host, let port, let mx)):
-            let found = mx ? finder.domainAddresses(host, port: port) : finder.hostAddresses(host, port: port)
-            switch found {
-            case .failure(let f):
-                if f.status == "5.4.4" && deferIfNoMXAddress && f.reason.hasPrefix("no MX host") {
-                    finishAll("4.4.4", f.reason)
-                } else {
-                    finishAll(f.status, f.reason)
-                }
-                return result
-            case .success(let list):
-                servers = list
-            }
-        }
-
-        var lastFailure = LookupFailure(status: "4.4.1", reason: "no server to try")
-        var sessions = 0
-        if let path = unixPath {
-            let s = Session(agent: self, job: job, pending: pending)
+        // Why the recipients still left are not delivered: the last failure seen.
+        var why: LookupFailure?
+        if lmtp && r.nexthop.hasPrefix("unix:") {
+            let path = String(r.nexthop.dropFirst(5))
             do {
                 let fd = try UnixSocket.connect(path, timeout: connectTimeout)
                 // A UNIX-domain server is named after this host, as Postfix names it.
                 let name = "\(config.string("myhostname"))[\(path)]"
+                let s = Session(agent: self, job: job, pending: pending)
                 s.host = config.string("myhostname")
                 s.run(fd: fd, name: name, relay: name, final: true)
                 result |= s.result
             } catch {
-                lastFailure = LookupFailure(status: "4.4.1", reason: "connect to \(path): \(errnoText((error as? SystemError)?.errno ?? ECONNREFUSED))")
+                why = LookupFailure(status: "4.4.1", reason: "connect to \(path): \(errnoText((error as? SystemError)?.errno ?? ECONNREFUSED))")
             }
         } else {
-            for (i, server) in servers.enumerated() where pending.contains(where: { !$0.done }) {
-                if sessionLimit > 0 && sessions >= sessionLimit { break }
+            result |= deliverInet(job, pending, why: &why)
+        }
+        if pending.contains(where: { !$0.done }) {
+            let w = why ?? LookupFailure(status: "4.3.0", reason: "server unavailable or unable to receive mail")
+            let dsn = DeliveryStatus(status: w.status, reason: w.reason)
+            for p in pending where !p.done {
+                p.done = true
+                result |= job.outcome(p.rcpt, relay: noRelayAgent, dsn: dsn)
+            }
+            if dsn.status.first == "4" { job.hop = dsn }
+        }
+        return result
+    }
+
+    /// smtp_connect_inet: the next hop (a list of destinations), then the fallback relays,
+    /// until every recipient is done or a destination is final. A recipient that a server
+    /// refuses for now stays for the next server; one refused for good is bounced.
+    func deliverInet(_ job: DeliveryJob, _ pending: [Pending], why: inout LookupFailure?) -> Int {
+        let primary = job.request.nexthop.split(whereSeparator: { $0 == "," || $0 == " " || $0 == "\t" }).map(String.init)
+        if primary.isEmpty { Msg.panic("null destination: \"\(job.request.nexthop)\"") }
+        let sites = primary + config.list(lmtp ? "lmtp_fallback_relay" : "smtp_fallback_relay")
+        var result = 0
+        var tried = 0
+        for (i, site) in sites.enumerated() where pending.contains(where: { !$0.done }) {
+            tried = i
+            var finalSite = i == sites.count - 1
+            var servers: [ServerAddress] = []
+            switch Destination.parse(site, lmtp: lmtp, defaultPort: defaultPort) {
+            case .failure(let f):
+                why = f
+            case .success(.unix):
+                why = LookupFailure(status: "5.4.4", reason: "bad destination syntax: \"\(site)\"")
+            case .success(.inet(let host, let port, let mx)):
+                var iAmMX = false
+                switch mx ? finder.domainAddresses(host, port: port, iAmMX: &iAmMX) : finder.hostAddresses(host, port: port) {
+                case .failure(var f):
+                    if f.status == "5.4.4" && deferIfNoMXAddress && f.reason.hasPrefix("no MX host") { f.status = "4.4.4" }
+                    why = f
+                    // Mail that loops here would loop through a fallback relay too.
+                    if f.status.hasSuffix(".4.6") { finalSite = true }
+                case .success(let list):
+                    servers = list
+                }
+                // As an MX host of the destination, only better MX hosts are tried.
+                if iAmMX { finalSite = true }
+            }
+            var sessions = 0
+            for (n, server) in servers.enumerated() where pending.contains(where: { !$0.done }) {
+                let lastAddress = n == servers.count - 1
                 let fd: Int32
                 do {
                     fd = try connect(server)
                 } catch {
                     let e = (error as? SystemError)?.errno ?? ECONNREFUSED
-                    lastFailure = LookupFailure(status: "4.4.1", reason: "connect to \(server.name):\(server.address.port): \(errnoText(e))")
-                    Msg.info(lastFailure.reason)
+                    why = LookupFailure(status: "4.4.1", reason: "connect to \(server.name):\(server.address.port): \(errnoText(e))")
+                    Msg.info(why!.reason)
                     continue
                 }
-                sessions += 1
                 let s = Session(agent: self, job: job, pending: pending)
                 s.host = server.host
-                s.run(fd: fd, name: server.name, relay: "\(server.name):\(server.address.port)", final: i == servers.count - 1)
+                // A failed handshake does not count towards the session limit; a session does.
+                let limitReached = sessionLimit > 0 && sessions + 1 >= sessionLimit
+                s.finalAfterHello = finalSite && limitReached
+                s.run(fd: fd, name: server.name, relay: "\(server.name):\(server.address.port)", final: finalSite && lastAddress)
                 result |= s.result
-                if let f = s.tryNext { lastFailure = f }
+                if let f = s.tryNext { why = f }
+                if s.greeted {
+                    sessions += 1
+                    if limitReached { break }
+                }
+            }
+            if finalSite { break }
+        }
+        // A relay host or fallback relay that fails for good is the configuration's fault:
+        // the mail waits for it to be fixed.
+        if pending.contains(where: { !$0.done }), let w = why, w.permanent {
+            if tried >= primary.count {
+                Msg.warn("smtp_fallback_relay configuration problem")
+                why!.status = "4.3.5"
+            } else if !lmtp && sites[0] == config.string("relayhost") {
+                Msg.warn("relayhost configuration problem")
+                why!.status = "4.3.5"
             }
         }
-        if pending.contains(where: { !$0.done }) { finishAll(lastFailure.status, lastFailure.reason, hop: true) }
         return result
     }
 
@@ -192,7 +227,13 @@ final class Session {
     var tryNext: LookupFailure?
     var features: Set<String> = []
     var sizeLimit = 0
+    /// The last server to try: soft failures defer the recipients instead of keeping them
+    /// for the next server.
     var final = true
+    /// The session becomes final once the handshake is done (the session limit is reached).
+    var finalAfterHello = false
+    /// The handshake was completed.
+    var greeted = false
 
     init(agent: Smtp, job: DeliveryJob, pending: [Smtp.Pending]) {
         self.agent = agent
@@ -255,8 +296,15 @@ final class Session {
                 p.done = true
                 result |= job.defer(p.rcpt, relay: relay, dsn: DeliveryStatus(status: status, reason: reason), stats: stats)
             }
+        } else {
+            Msg.info("\(job.queueID): \(reason)")
         }
         tryNext = LookupFailure(status: status, reason: reason)
+    }
+
+    /// A 4xx (or a 5xx under soft_bounce) before the last server: try the next one.
+    func keepsForNextServer(_ status: String) -> Bool {
+        !final && (status.first == "4" || (status.first == "5" && agent.softBounce))
     }
 
     func send(_ line: String) throws {
@@ -322,6 +370,9 @@ final class Session {
             return softFail(greeting.dsn.first == "5" ? "4" + greeting.dsn.dropFirst() : greeting.dsn, why)
         }
         try hello()
+        if tryNext != nil || !pending.contains(where: { !$0.done }) { return }
+        greeted = true
+        if finalAfterHello { final = true }
         // The server's SIZE limit.
         if sizeLimit > 0 && job.request.dataSize > sizeLimit {
             // Postfix hangs up here, without QUIT.
@@ -373,7 +424,7 @@ final class Session {
     /// server is tried (4xx, unless this is the last one).
     func failSession(_ r: Reply, _ command: String) {
         let why = said(r, "\(command) command")
-        if r.code / 100 == 5 {
+        if r.code / 100 == 5 && !keepsForNextServer(r.dsn) {
             failAll(r, why)
         } else {
             softFail(r.dsn, why)
@@ -459,14 +510,12 @@ final class Session {
             if mailReply!.code / 100 != 2 { break }
             if r.code / 100 == 2 {
                 accepted.append(p)
-            } else if r.code / 100 == 5 {
-                p.done = true
-                result |= job.bounce(p.rcpt, relay: relay, dsn: status(r, reason: said(r, "RCPT TO command")), stats: stats)
-            } else if final {
-                p.done = true
-                result |= job.defer(p.rcpt, relay: relay, dsn: status(r, reason: said(r, "RCPT TO command")), stats: stats)
-            } else {
+            } else if keepsForNextServer(r.dsn) {
+                Msg.info("\(job.queueID): \(said(r, "RCPT TO command"))")
                 tryNext = LookupFailure(status: r.dsn, reason: said(r, "RCPT TO command"))
+            } else {
+                p.done = true
+                result |= job.outcome(p.rcpt, relay: relay, dsn: status(r, reason: said(r, "RCPT TO command")), stats: stats)
             }
         }
         if mailReply!.code / 100 != 2 {
@@ -490,15 +539,15 @@ final class Session {
             return try reset()
         }
         if dataReply.code != 354 {
+            let dsn = status(dataReply, reason: said(dataReply, "DATA command"))
+            if keepsForNextServer(dsn.status) {
+                Msg.info("\(job.queueID): \(dsn.reason)")
+                tryNext = LookupFailure(status: dsn.status, reason: dsn.reason)
+                return
+            }
             for p in accepted {
                 p.done = true
-                let dsn = status(dataReply, reason: said(dataReply, "DATA command"))
-                if dataReply.code / 100 == 5 || final {
-                    result |= job.outcome(p.rcpt, relay: relay, dsn: dsn, stats: stats)
-                } else {
-                    p.done = false
-                    tryNext = LookupFailure(status: dsn.status, reason: dsn.reason)
-                }
+                result |= job.outcome(p.rcpt, relay: relay, dsn: dsn, stats: stats)
             }
             return
         }
@@ -513,7 +562,19 @@ final class Session {
             let r = try reply(stage, timeout: agent.dataDoneTimeout)
             replies = Array(repeating: r, count: accepted.count)
         }
+        if !agent.lmtp, let r = replies.first, r.code / 100 != 2, keepsForNextServer(r.dsn) {
+            let why = said(r, "end of DATA command")
+            Msg.info("\(job.queueID): \(why)")
+            tryNext = LookupFailure(status: r.dsn, reason: why)
+            return
+        }
         for (p, r) in zip(accepted, replies) {
+            if r.code / 100 != 2 && keepsForNextServer(r.dsn) {
+                let why = said(r, "end of DATA command")
+                Msg.info("\(job.queueID): \(why)")
+                tryNext = LookupFailure(status: r.dsn, reason: why)
+                continue
+            }
             p.done = true
             if r.code / 100 == 2 {
                 // A server that does DSN itself sends the success notice (SMTP only).

@@ -7,7 +7,8 @@ Rules come from the recipients' and sender's local parts and the sink's options:
 Options (a dict): addr (the loopback address, default 127.0.0.1), path (a UNIX-domain
 socket instead), greet (a greeting code, default 220), ehlo=False (500 to EHLO),
 pipelining=False, size (a SIZE limit), data (the reply code after the message),
-lmtp=True (LHLO, one reply per accepted recipient after the message).
+lmtp=True (LHLO, one reply per accepted recipient after the message), rcpt (a reply code
+for every RCPT TO: 450 or 550).
 The transcript (the client's lines, the message as received) goes to `log_path`, one
 session after another.
 """
@@ -89,6 +90,9 @@ class Sink:
                     local = addr.split("@")[0].lower()
                     if not mail_ok:
                         say("503 5.5.1 Error: need MAIL command")
+                    elif o.get("rcpt"):
+                        c = int(o["rcpt"])
+                        say(f"{c} {c // 100}.7.1 <{addr}>: Recipient address rejected: not here")
                     elif local.startswith("reject"):
                         say(f"550 5.1.1 <{addr}>: Recipient address rejected: User unknown")
                     elif local.startswith("defer"):

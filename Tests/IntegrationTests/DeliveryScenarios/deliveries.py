@@ -35,9 +35,11 @@ Scenario syntax (one directive a line; "#" lines are comments):
   show PATH              a file or Maildir (new/) under the homes or files directory,
                          as ~USER/PATH, spool/USER or files/PATH
   queue                  list the files left in the queue directories
+  until STATE [SECONDS]  wait until the queue holds STATE as "queue" prints it (commas for spaces)
   run COMMAND            a shell command (@DIR@ = the files directory)
-  sink NAME [K=V...]     an SMTP/LMTP sink (Tests/Support/smtpsink.py) on a port of its own;
-                         @SINK:NAME@ = [127.0.0.1]:PORT and @SINKPORT:NAME@ = PORT in
+  sink NAME [K=V...]     an SMTP/LMTP sink (Tests/Support/smtpsink.py) on a port of its own
+                         (port=OTHER: sink OTHER's port, on the sink's own addr=...);
+                         @SINK:NAME@ = [ADDR]:PORT and @SINKPORT:NAME@ = PORT in
                          options, services and files (unix=yes: a UNIX-domain socket,
                          @SINKSOCK:NAME@); its transcript is files/sink-NAME.log
   port NAME              a free port for a service line (@PORT:NAME@)
@@ -368,12 +370,17 @@ def normalise(lines, log, root):
 
 def run_one(build, reference, scn):
     port = mailinstance.free_port()
-    sink_ports = {name: mailinstance.free_port() for name, _ in scn.sinks}
+    sink_ports, sink_addrs = {}, {}
+    for name, opts in scn.sinks:
+        # port=OTHER: the same port as sink OTHER, on another address (MX hosts share a port).
+        sink_ports[name] = sink_ports[opts["port"]] if "port" in opts else mailinstance.free_port()
+        sink_addrs[name] = opts.get("addr", "127.0.0.1")
     sink_ports.update({name: mailinstance.free_port() for name in scn.ports})
 
     def sinks_in(text):
         for name, sp in sink_ports.items():
-            text = text.replace(f"@SINK:{name}@", f"[127.0.0.1]:{sp}").replace(f"@SINKPORT:{name}@", str(sp))
+            text = text.replace(f"@SINK:{name}@", f"[{sink_addrs.get(name, '127.0.0.1')}]:{sp}")
+            text = text.replace(f"@SINKPORT:{name}@", str(sp))
             text = text.replace(f"@SINKSOCK:{name}@", f"@DIR@/sink-{name}.sock").replace(f"@PORT:{name}@", str(sp))
         return text
     files = {k: sinks_in(v) for k, v in scn.files.items()}
@@ -417,8 +424,11 @@ def run_one(build, reference, scn):
         time.sleep(0.3)
         log = inst.read_log()[since:].split("\n")
         out = normalise(lines, log, inst.root)
+        seen_ports = set()
         for name, sp in sink_ports.items():
-            out = [l.replace(f"]:{sp}", f"]:PORT({name})") for l in out]
+            if sp not in seen_ports:
+                seen_ports.add(sp)
+                out = [l.replace(f"]:{sp}", f"]:PORT({name})") for l in out]
         return out
     finally:
         if os.environ.get("KEEP_LOG"):
