@@ -35,6 +35,8 @@ public final class Smtp {
     let bindAddress: String
     let deferIfNoMXAddress: Bool
     let softBounce: Bool
+    let sendXforward: Bool
+    let xforwardTimeout: Int
 
     /// `lmtp`: run under the name lmtp (argv[0]), as Postfix decides it.
     init(config: MailConfig, lmtp: Bool) {
@@ -71,6 +73,8 @@ public final class Smtp {
         bindAddress = config.string(p("bind_address"))
         deferIfNoMXAddress = config.bool(p("defer_if_no_mx_address_found"))
         softBounce = config.bool("soft_bounce")
+        sendXforward = config.bool(p("send_xforward_command"))
+        xforwardTimeout = time("xforward_timeout")
     }
 
     public static func main(_ arguments: [String]) -> Never {
@@ -226,6 +230,8 @@ final class Session {
     /// Set when the next server should be tried, with the reason for the log if none works.
     var tryNext: LookupFailure?
     var features: Set<String> = []
+    /// The attributes the server takes with XFORWARD, when it announced the command.
+    var xforwardNames: Set<String>?
     var sizeLimit = 0
     /// The last server to try: soft failures defer the recipients instead of keeping them
     /// for the next server.
@@ -406,6 +412,7 @@ final class Session {
                     guard let kw = words.first?.uppercased(), !agent.discardEHLO.contains(kw.lowercased()) else { continue }
                     features.insert(kw)
                     if kw == "SIZE", words.count > 1, let n = Int(words[1]) { sizeLimit = n }
+                    if kw == "XFORWARD" { xforwardNames = Set(words.dropFirst().map { $0.uppercased() }) }
                 }
                 return
             }
@@ -436,16 +443,50 @@ final class Session {
         return agent.quoteEnvelope ? Quote822.quote821(a) : a
     }
 
-    static func xtext(_ s: String) -> String {
+    /// xtext (RFC 3461): "+" and the bytes outside 0x21-0x7E as "+XX"; "=" too unless
+    /// `equals` is false (XFORWARD values).
+    static func xtext(_ s: String, equals: Bool = true) -> String {
         var out = ""
         for b in s.utf8 {
-            if b < 0x21 || b > 0x7E || b == UInt8(ascii: "+") || b == UInt8(ascii: "=") {
+            if b < 0x21 || b > 0x7E || b == UInt8(ascii: "+") || (equals && b == UInt8(ascii: "=")) {
                 out += (b < 0x10 ? "+0" : "+") + String(b, radix: 16, uppercase: true)
             } else {
                 out.unicodeScalars.append(UnicodeScalar(b))
             }
         }
         return out
+    }
+
+    /// The XFORWARD commands for this request (smtp_send_xforward_command): the
+    /// client's name, address and port, then its protocol, HELO name, the original
+    /// queue ID and the origin, each attribute only when the server takes it and the
+    /// request knows it.
+    func xforwardCommands() -> [(String, String)] {
+        guard agent.sendXforward, let announced = xforwardNames else { return [] }
+        let r = job.request
+        func known(_ v: String) -> Bool { !v.isEmpty && v.lowercased() != "unknown" }
+        var out: [(String, String)] = []
+        var first = ""
+        for (name, value, ok) in [("NAME", r.clientName, known(r.clientName)), ("ADDR", r.clientAddress, known(r.clientAddress)),
+                                  ("PORT", r.clientPort, known(r.clientPort))] where ok && announced.contains(name) {
+            first += " \(name)=\(Session.xtext(value, equals: false))"
+        }
+        if !first.isEmpty { out.append(("XFORWARD" + first, "XFORWARD name/address command")) }
+        var second = ""
+        let source = r.rewriteContext.isEmpty ? "" : (r.rewriteContext == "local" ? "LOCAL" : "REMOTE")
+        for (name, value, ok) in [("PROTO", r.clientProtocol, known(r.clientProtocol)), ("HELO", r.clientHelo, !r.clientHelo.isEmpty),
+                                  ("IDENT", r.logIdent, !r.logIdent.isEmpty), ("SOURCE", source, !source.isEmpty)]
+            where ok && announced.contains(name) {
+            second += " \(name)=\(Session.xtext(value, equals: false))"
+        }
+        if !second.isEmpty { out.append(("XFORWARD" + second, "XFORWARD protocol/helo_name command")) }
+        return out
+    }
+
+    /// A refused XFORWARD is only worth a warning.
+    func xforwardReply(_ command: String) throws {
+        let r = try reply("sending \(command.dropLast(8))", timeout: agent.xforwardTimeout)
+        if r.code / 100 != 2 { Msg.warn("host \(relay) said: \(r.text) (in reply to \(command))") }
     }
 
     func mailCommand() -> String {
@@ -480,6 +521,14 @@ final class Session {
         if tryNext != nil || !pending.contains(where: { !$0.done }) { return }
         let todo = pending.filter { !$0.done }
         let pipelining = features.contains("PIPELINING") || agent.lmtp
+        let xforward = xforwardCommands()
+        for (line, what) in xforward {
+            try send(line)
+            if !pipelining {
+                try flush("sending \(what.dropLast(8))")
+                try xforwardReply(what)
+            }
+        }
         // MAIL, the RCPTs and (with PIPELINING) DATA go out together.
         try send(mailCommand())
         if !pipelining { try flush("sending MAIL FROM") }
@@ -503,6 +552,7 @@ final class Session {
         if pipelining {
             try send("DATA")
             try flush("sending MAIL FROM")
+            for (_, what) in xforward { try xforwardReply(what) }
             mailReply = try reply("sending MAIL FROM", timeout: agent.mailTimeout)
             for p in todo { rcptReplies.append((p, try reply("sending RCPT TO", timeout: agent.rcptTimeout))) }
         }

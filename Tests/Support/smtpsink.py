@@ -8,7 +8,7 @@ Options (a dict): addr (the loopback address, default 127.0.0.1), path (a UNIX-d
 socket instead), greet (a greeting code, default 220), ehlo=False (500 to EHLO),
 pipelining=False, size (a SIZE limit), data (the reply code after the message),
 lmtp=True (LHLO, one reply per accepted recipient after the message), rcpt (a reply code
-for every RCPT TO: 450 or 550).
+for every RCPT TO: 450 or 550), xforward=True (announce and accept XFORWARD).
 The transcript (the client's lines, the message as received) goes to `log_path`, one
 session after another.
 """
@@ -75,6 +75,8 @@ class Sink:
                         ext.append("PIPELINING")
                     if o.get("size"):
                         ext.append(f"SIZE {o['size']}")
+                    if o.get("xforward"):
+                        ext.append("XFORWARD NAME ADDR PROTO HELO SOURCE PORT IDENT")
                     ext += ["8BITMIME", "DSN", "ENHANCEDSTATUSCODES"]
                     say("\r\n".join(f"250{'-' if i < len(ext) - 1 else ' '}{e}" for i, e in enumerate(ext)))
                 elif verb == "HELO":
@@ -127,6 +129,8 @@ class Sink:
                     else:
                         say(f"{code} {code // 100}.3.0 Error: message not accepted")
                     mail_ok, rcpts = False, []
+                elif verb == "XFORWARD" and o.get("xforward"):
+                    say("250 2.0.0 Ok")
                 elif verb == "RSET":
                     mail_ok, rcpts = False, []
                     say("250 2.0.0 Ok")
