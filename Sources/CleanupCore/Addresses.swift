@@ -21,29 +21,9 @@ extension CleanupState {
     }
 
     /// Appends the extension a match without it dropped (propagate_unmatched_extensions).
-    func withExtension(_ address: String, _ ext: String?, propagate: Bool) -> String {
-        guard propagate, let ext, !ext.isEmpty else { return address }
-        if let at = address.lastIndex(of: "@") {
-            return String(address[..<at]) + ext + String(address[at...])
-        }
-        return address + ext
-    }
-
-    /// mail_addr_map_internal: the addresses a table maps `address` to, each in canonical
-    /// form; a result "@domain" keeps the local part. nil when the table has no entry (or
-    /// failed: see the table's error).
+    /// mail_addr_map_internal, results made canonical by trivial-rewrite.
     func mapAddress(_ address: String, _ finder: MailAddrFinder, propagate: Bool) -> [String]? {
-        var ext: String?
-        guard var value = finder.find(address, extension: &ext) else { return nil }
-        if value.hasPrefix("@") {
-            var local = address.lastIndex(of: "@").map { String(address[..<$0]) } ?? address
-            if let ext, !ext.isEmpty, local.hasSuffix(ext) { local = String(local.dropLast(ext.count)) }
-            value = Quote822.quote822(local) + value
-        }
-        return Address822.internalAddresses(value).map { target in
-            let canonical = target.isEmpty ? target : rewrite(target, rule: MailAttr.rewriteLocal)
-            return withExtension(canonical, ext, propagate: propagate)
-        }
+        finder.map(address, propagate: propagate) { rewrite($0, rule: MailAttr.rewriteLocal) }
     }
 
     /// cleanup_map11: one-to-one mapping (canonical tables), repeated until the address

@@ -203,26 +203,8 @@ final class ContentProcessor {
         }
         guard changed else { return nil }
         let text = Address822.externalize(tree, lineBreaks: true)
-        return fold(name, text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init))
-    }
-
-    /// Joins address list pieces into header lines, breaking after commas.
-    func fold(_ name: String, _ pieces: [String]) -> [[UInt8]] {
-        var lines: [String] = []
-        var cur = name + ":"
-        for p in pieces {
-            let piece = p.trimmingSpaces()
-            if piece.isEmpty { continue }
-            // cleanup_fold_header: pieces are joined while the line stays under 70 bytes.
-            if cur.utf8.count + 1 + piece.utf8.count >= 70 && cur != name + ":" {
-                lines.append(cur)
-                cur = "\t" + piece
-            } else {
-                cur += " " + piece
-            }
-        }
-        lines.append(cur)
-        return lines.map { Array($0.utf8) }
+        return HeaderText.fold(name, text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init))
+            .map { Array($0.utf8) }
     }
 
     func endOfHeaders() {

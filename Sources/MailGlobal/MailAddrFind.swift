@@ -223,3 +223,25 @@ extension Maps {
         setError(e)
     }
 }
+
+extension MailAddrFinder {
+    /// mail_addr_map_internal: the addresses the table maps `address` to, each made
+    /// canonical by `canonical` (trivial-rewrite in the local context), the unmatched
+    /// address extension put back when `propagate`; a result "@domain" keeps the local
+    /// part. nil when the table has no entry (or failed: see the table's error).
+    public func map(_ address: String, propagate: Bool, canonical: (String) -> String) -> [String]? {
+        var ext: String?
+        guard var value = find(address, extension: &ext) else { return nil }
+        if value.hasPrefix("@") {
+            var local = address.lastIndex(of: "@").map { String(address[..<$0]) } ?? address
+            if let ext, !ext.isEmpty, local.hasSuffix(ext) { local = String(local.dropLast(ext.count)) }
+            value = Quote822.quote822(local) + value
+        }
+        return Address822.internalAddresses(value).map { target in
+            let c = target.isEmpty ? target : canonical(target)
+            guard propagate, let ext, !ext.isEmpty else { return c }
+            if let at = c.lastIndex(of: "@") { return String(c[..<at]) + ext + String(c[at...]) }
+            return c + ext
+        }
+    }
+}

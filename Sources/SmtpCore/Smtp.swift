@@ -36,6 +36,7 @@ public final class Smtp {
     let deferIfNoMXAddress: Bool
     let softBounce: Bool
     let sendXforward: Bool
+    let content: ContentSettings
     let xforwardTimeout: Int
 
     /// `lmtp`: run under the name lmtp (argv[0]), as Postfix decides it.
@@ -74,6 +75,7 @@ public final class Smtp {
         deferIfNoMXAddress = config.bool(p("defer_if_no_mx_address_found"))
         softBounce = config.bool("soft_bounce")
         sendXforward = config.bool(p("send_xforward_command"))
+        content = ContentSettings(config: config, prefix: prefix)
         xforwardTimeout = time("xforward_timeout")
     }
 
@@ -264,6 +266,11 @@ final class Session {
         }
     }
 
+    struct ContentFailure: Error {
+        let status: String
+        let reason: String
+    }
+
     enum Failure: Error {
         case lost(String)
         case timeout(String)
@@ -281,6 +288,8 @@ final class Session {
             softFail("4.4.2", "lost connection with \(name) while \(stage)")
         } catch Failure.timeout(let stage) {
             softFail("4.4.2", "conversation with \(name) timed out while \(stage)")
+        } catch is ContentFailure {
+            // The recipients have their result; the connection is dropped.
         } catch {
             softFail("4.4.2", "lost connection with \(name) while \(error)")
         }
@@ -438,6 +447,14 @@ final class Session {
         }
     }
 
+    /// An envelope address through smtp_generic_maps.
+    func generic(_ a: String) -> String { agent.content.mapGeneric(a, queueID: job.queueID) ?? a }
+
+    /// SMTP_MIME_DOWNGRADE: 8-bit mail to a server without 8BITMIME is converted.
+    var downgrading: Bool {
+        !agent.content.disableConversion && !features.contains("8BITMIME") && job.request.encoding != "7bit"
+    }
+
     func address(_ a: String) -> String {
         if a.isEmpty { return "" }
         return agent.quoteEnvelope ? Quote822.quote821(a) : a
@@ -491,8 +508,9 @@ final class Session {
 
     func mailCommand() -> String {
         let r = job.request
-        var cmd = "MAIL FROM:<\(address(r.sender))>"
-        if features.contains("SIZE") && r.dataSize > 0 { cmd += " SIZE=\(r.dataSize)" }
+        var cmd = "MAIL FROM:<\(address(generic(r.sender)))>"
+        // No SIZE when the size changes on the way.
+        if features.contains("SIZE") && r.dataSize > 0 && !downgrading { cmd += " SIZE=\(r.dataSize)" }
         if features.contains("8BITMIME") {
             if r.encoding == "8bit" { cmd += " BODY=8BITMIME" } else if r.encoding == "7bit" { cmd += " BODY=7BIT" }
         }
@@ -505,7 +523,7 @@ final class Session {
     }
 
     func rcptCommand(_ q: QueueRecipient) -> String {
-        var cmd = "RCPT TO:<\(address(q.address))>"
+        var cmd = "RCPT TO:<\(address(generic(q.address)))>"
         if features.contains("DSN") {
             if !q.dsnOriginalRecipient.isEmpty {
                 cmd += " ORCPT=\(Session.xtext(q.dsnOriginalRecipient))"
@@ -601,7 +619,18 @@ final class Session {
             }
             return
         }
-        try sendContent()
+        do {
+            try sendContent()
+        } catch let f as ContentFailure {
+            // Every recipient still open fails as a whole (smtp_mime_fail); the session
+            // is abandoned without the final dot.
+            let dsn = DeliveryStatus(status: f.status, reason: f.reason)
+            for p in accepted {
+                p.done = true
+                result |= job.outcome(p.rcpt, relay: relay, dsn: dsn, stats: stats)
+            }
+            throw f
+        }
         try send(".")
         try flush("sending end of data -- message may be sent more than once")
         let stage = "sending end of data -- message may be sent more than once"
@@ -642,6 +671,10 @@ final class Session {
     /// The content, CRLF line ends, leading dots doubled, lines longer than
     /// smtp_line_length_limit broken with CRLF SPACE.
     func sendContent() throws {
+        let writer = ContentWriter(settings: agent.content, queueID: job.queueID, lineLimit: agent.lineLimit)
+        if let mime = writer.parser(downgrading: downgrading) {
+            return try sendParsed(mime, writer)
+        }
         let limit = agent.lineLimit
         var column = 0
         do {
@@ -670,6 +703,40 @@ final class Session {
         } catch {
             // A queue file that cannot be read: not the server's fault.
             Msg.warn("\(job.queueID): read queue file: \(error)")
+            throw Failure.lost("sending message body")
+        }
+    }
+
+    /// The content through the MIME parser (checks, generic maps, 8-bit conversion).
+    func sendParsed(_ mime: MimeState, _ writer: ContentWriter) throws {
+        let reader = QueueFileReader(fd: job.fd)
+        reader.seek(job.request.dataOffset)
+        stream.timeout = agent.dataXferTimeout > 0 ? agent.dataXferTimeout : nil
+        do {
+            while true {
+                let rec: Record?
+                do { rec = try reader.next(maxLength: 0)?.1 } catch {
+                    Msg.warn("\(job.queueID): read queue file: \(error)")
+                    throw Failure.lost("sending message body")
+                }
+                guard let r = rec, r.type == .normalText || r.type == .continuedText else { break }
+                mime.update(r.type, Array(r.data))
+                if writer.out.count >= 65536 {
+                    try stream.write(writer.out)
+                    writer.out.removeAll(keepingCapacity: true)
+                }
+                if writer.mimeFailure != nil { break }
+            }
+            mime.update(nil, [])
+            if let e = writer.mimeFailure {
+                // There is no way to take back a message half sent: hang up.
+                throw ContentFailure(status: "5.6.0", reason: e.text)
+            }
+            try stream.write(writer.out)
+        } catch StreamError.timeout {
+            throw Failure.timeout("sending message body")
+        } catch let e as StreamError {
+            _ = e
             throw Failure.lost("sending message body")
         }
     }

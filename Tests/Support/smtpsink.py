@@ -8,7 +8,7 @@ Options (a dict): addr (the loopback address, default 127.0.0.1), path (a UNIX-d
 socket instead), greet (a greeting code, default 220), ehlo=False (500 to EHLO),
 pipelining=False, size (a SIZE limit), data (the reply code after the message),
 lmtp=True (LHLO, one reply per accepted recipient after the message), rcpt (a reply code
-for every RCPT TO: 450 or 550), xforward=True (announce and accept XFORWARD).
+for every RCPT TO: 450 or 550), xforward=True (announce and accept XFORWARD), eightbit=False (no 8BITMIME).
 The transcript (the client's lines, the message as received) goes to `log_path`, one
 session after another.
 """
@@ -77,7 +77,9 @@ class Sink:
                         ext.append(f"SIZE {o['size']}")
                     if o.get("xforward"):
                         ext.append("XFORWARD NAME ADDR PROTO HELO SOURCE PORT IDENT")
-                    ext += ["8BITMIME", "DSN", "ENHANCEDSTATUSCODES"]
+                    if o.get("eightbit", True):
+                        ext.append("8BITMIME")
+                    ext += ["DSN", "ENHANCEDSTATUSCODES"]
                     say("\r\n".join(f"250{'-' if i < len(ext) - 1 else ' '}{e}" for i, e in enumerate(ext)))
                 elif verb == "HELO":
                     say("250 sink.example")
