@@ -36,6 +36,7 @@ public final class Smtp {
     let deferIfNoMXAddress: Bool
     let softBounce: Bool
     let sendXforward: Bool
+    let skipQuitResponse: Bool
     let content: ContentSettings
     let xforwardTimeout: Int
 
@@ -75,6 +76,7 @@ public final class Smtp {
         deferIfNoMXAddress = config.bool(p("defer_if_no_mx_address_found"))
         softBounce = config.bool("soft_bounce")
         sendXforward = config.bool(p("send_xforward_command"))
+        skipQuitResponse = config.bool(p("skip_quit_response"))
         content = ContentSettings(config: config, prefix: prefix)
         xforwardTimeout = time("xforward_timeout")
     }
@@ -234,6 +236,7 @@ final class Session {
     var features: Set<String> = []
     /// The attributes the server takes with XFORWARD, when it announced the command.
     var xforwardNames: Set<String>?
+    var quitSent = false
     var sizeLimit = 0
     /// The last server to try: soft failures defer the recipients instead of keeping them
     /// for the next server.
@@ -632,6 +635,11 @@ final class Session {
             throw f
         }
         try send(".")
+        // With PIPELINING, QUIT goes with the end of the message.
+        if pipelining {
+            try send("QUIT")
+            quitSent = true
+        }
         try flush("sending end of data -- message may be sent more than once")
         let stage = "sending end of data -- message may be sent more than once"
         let replies: [Reply]
@@ -749,8 +757,10 @@ final class Session {
     }
 
     func quit() throws {
-        try send("QUIT")
-        try flush("sending QUIT")
-        _ = try? reply("sending QUIT", timeout: agent.quitTimeout)
+        if !quitSent {
+            try send("QUIT")
+            try flush("sending QUIT")
+        }
+        if !agent.skipQuitResponse { _ = try? reply("sending QUIT", timeout: agent.quitTimeout) }
     }
 }

@@ -8,7 +8,9 @@ Options (a dict): addr (the loopback address, default 127.0.0.1), path (a UNIX-d
 socket instead), greet (a greeting code, default 220), ehlo=False (500 to EHLO),
 pipelining=False, size (a SIZE limit), data (the reply code after the message),
 lmtp=True (LHLO, one reply per accepted recipient after the message), rcpt (a reply code
-for every RCPT TO: 450 or 550), xforward=True (announce and accept XFORWARD), eightbit=False (no 8BITMIME).
+for every RCPT TO: 450 or 550), xforward=True (announce and accept XFORWARD), eightbit=False (no 8BITMIME),
+stall ("greet": no greeting, "dot": no reply to the end of the message; the sink
+waits for the client to hang up).
 The transcript (the client's lines, the message as received) goes to `log_path`, one
 session after another.
 """
@@ -56,6 +58,11 @@ class Sink:
             conn.sendall(text.encode() + b"\r\n")
 
         try:
+            stall = o.get("stall")
+            if stall == "greet":
+                # Say nothing until the client gives up.
+                f.readline()
+                return
             code = int(o.get("greet", 220))
             say(f"{code} sink.example ESMTP" if code == 220 else f"{code} 5.3.2 sink.example not accepting mail")
             mail_ok, rcpts = False, []
@@ -119,6 +126,9 @@ class Sink:
                         if d == ".":
                             break
                         lines.append("D: " + d)
+                    if stall == "dot":
+                        f.readline()
+                        return
                     code = int(o.get("data", 250))
                     if o.get("lmtp"):
                         for r in rcpts:

@@ -21,6 +21,8 @@ Scenario syntax (one directive a line; "#" lines are comments):
   home USER NAME         the following lines, up to "end", become ~USER/NAME
   mode PATH OCTAL        chmod a file under files/
   service LINE           a master.cf line of the scenario's own; {p} becomes "ref/" on
+                         the reference side, {r} on both sides (a reference program as
+                         a peer; the scenario is skipped without the reference);
                          the reference side (@DIR@ = the files directory)
   mkdir PATH             a world-writable directory under files/
   send FROM TO[,TO...]   submit a message; its lines follow, up to "."
@@ -77,6 +79,9 @@ biff = no
 """
 
 
+REFERENCE = None
+
+
 def master_cf(port, ref, extra=()):
     # The reference's programs run under their own names (smtp and lmtp choose their
     # protocol by name), from a directory of their own.
@@ -100,7 +105,7 @@ def master_cf(port, ref, extra=()):
              "smtp unix - - n - - error"]
     names = {l.split()[0] for l in extra if l.strip()}
     lines = [l for l in lines if l.split()[0] not in names]
-    lines += [l.replace("{p}", p) for l in extra]
+    lines += [l.replace("{p}", p).replace("{r}", "ref/") for l in extra]
     return "\n".join(lines) + "\n"
 
 
@@ -389,8 +394,11 @@ def run_one(build, reference, scn):
     files.setdefault("aliases", "postmaster: root\n")
     main = MAIN_CF + "".join(sinks_in(o) + "\n" for o in scn.options)
     main = main.replace("@HOME@", HOMES)
+    # {r}NAME: a reference program as a peer on our side too.
+    peers = tuple(sorted({w[3:] for l in scn.services for w in l.split() if w.startswith("{r}")}))
+    ref_programs = tuple(sorted(set(DELIVERY if reference else ()) | set(peers)))
     inst = mailinstance.Instance(build, main, master_cf(port, reference is not None, [sinks_in(l) for l in scn.services]),
-                                 reference=reference, ref_programs=DELIVERY if reference else (), files=files,
+                                 reference=reference or (REFERENCE if peers else None), ref_programs=ref_programs, files=files,
                                  dns=scn.dns)
     sinks = []
     for name, opts in scn.sinks:
@@ -453,6 +461,12 @@ def main():
     ensure_users()
     names = args.names or sorted(f[:-9] for f in os.listdir(HERE) if f.endswith(".scenario"))
     scenarios = [Scenario(f"{HERE}/{n}.scenario") for n in names]
+    global REFERENCE
+    REFERENCE = os.path.abspath(args.reference) if args.reference else None
+    if not REFERENCE:
+        for scn in [s for s in scenarios if any("{r}" in l for l in s.services)]:
+            print(f"skipped {scn.name}: it needs the reference Postfix as a peer")
+            scenarios.remove(scn)
     sides = [] if args.record else [("ours", None)]
     if args.reference:
         sides.append(("reference", os.path.abspath(args.reference)))
