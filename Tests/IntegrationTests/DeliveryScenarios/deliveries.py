@@ -45,6 +45,8 @@ Scenario syntax (one directive a line; "#" lines are comments):
                          options, services and files (unix=yes: a UNIX-domain socket,
                          @SINKSOCK:NAME@); its transcript is files/sink-NAME.log
   port NAME              a free port for a service line (@PORT:NAME@)
+  dovecot NAME           Dovecot's LMTP server (Tests/Support/dovecotlmtp.py) on a socket
+                         (@DOVECOT:NAME@), Maildirs in files/dovecot-NAME/mail/LOCALPART
   dns ... end            the zone of a DNS server that the instance alone asks
 """
 import argparse, difflib, glob, os, pwd, re, shutil, smtplib, socket, subprocess, sys, threading, time
@@ -53,6 +55,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "..", "Support"))
 import mailinstance  # noqa: E402
 import smtpsink  # noqa: E402
+import dovecotlmtp  # noqa: E402
 import postfixproto as pp  # noqa: E402
 
 HOMES = "/var/tmp/swallow-homes"
@@ -137,6 +140,7 @@ class Scenario:
         self.sinks = []
         self.ports = []
         self.dns = None
+        self.dovecots = []
         lines = open(path).read().split("\n")
         i = 0
         while i < len(lines):
@@ -156,6 +160,9 @@ class Scenario:
                     k, _, v = kv.partition("=")
                     opts[k] = {"yes": True, "no": False}.get(v, v) if v else True
                 self.sinks.append((w[1], opts))
+            elif w[0] == "dovecot":
+                # dovecot NAME: Dovecot's LMTP server on files/dovecot-NAME/lmtp (@DOVECOT:NAME@).
+                self.dovecots.append(w[1])
             elif w[0] == "port":
                 # port NAME: a free port for a service of the scenario's (@PORT:NAME@).
                 self.ports.append(w[1])
@@ -362,6 +369,9 @@ def normalise(lines, log, root):
     text = re.sub(r"delay=[\d.]+, delays=[\d.]+/[\d.]+/[\d.]+/[\d.]+", "delay=D, delays=D", text)
     text = re.sub(r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), [ \d]\d \w{3} \d{4} \d\d:\d\d:\d\d [+-]\d{4} \(\w+\)", "DATE", text)
     text = re.sub(r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun) \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}", "ASCTIME", text)
+    # Dovecot: its dates carry no zone name, its session IDs are random.
+    text = re.sub(r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), [ \d]\d \w{3} \d{4} \d\d:\d\d:\d\d [+-]\d{4}", "DATE", text)
+    text = re.sub(r"(id |> )[A-Za-z0-9+/]{22}(:R\d+)?\b", r"\1DOVECOTID", text)
     text = re.sub(r"\b\d{14}\.QID", "STAMP.QID", text)
     text = re.sub(r"QID(\d+)\.\d{9,10}/", r"QID\1.TIME/", text)
     out, seen = [], set()
@@ -385,6 +395,8 @@ def run_one(build, reference, scn):
     sink_ports.update({name: mailinstance.free_port() for name in scn.ports})
 
     def sinks_in(text):
+        for name in scn.dovecots:
+            text = text.replace(f"@DOVECOT:{name}@", f"@DIR@/dovecot-{name}/lmtp")
         for name, sp in sink_ports.items():
             text = text.replace(f"@SINK:{name}@", f"[{sink_addrs.get(name, '127.0.0.1')}]:{sp}")
             text = text.replace(f"@SINKPORT:{name}@", str(sp))
@@ -400,7 +412,7 @@ def run_one(build, reference, scn):
     inst = mailinstance.Instance(build, main, master_cf(port, reference is not None, [sinks_in(l) for l in scn.services]),
                                  reference=reference or (REFERENCE if peers else None), ref_programs=ref_programs, files=files,
                                  dns=scn.dns)
-    sinks = []
+    sinks = [dovecotlmtp.Dovecot(f"{inst.root}/files/dovecot-{name}") for name in scn.dovecots]
     for name, opts in scn.sinks:
         if opts.get("unix"):
             opts = dict(opts, path=f"{inst.root}/files/sink-{name}.sock")
@@ -463,6 +475,10 @@ def main():
     scenarios = [Scenario(f"{HERE}/{n}.scenario") for n in names]
     global REFERENCE
     REFERENCE = os.path.abspath(args.reference) if args.reference else None
+    if not dovecotlmtp.available():
+        for scn in [s for s in scenarios if s.dovecots]:
+            print(f"skipped {scn.name}: Dovecot's LMTP server (dovecot-lmtpd) is not installed")
+            scenarios.remove(scn)
     if not REFERENCE:
         for scn in [s for s in scenarios if any("{r}" in l for l in s.services)]:
             print(f"skipped {scn.name}: it needs the reference Postfix as a peer")
