@@ -31,6 +31,7 @@ let programs: [(name: String, deps: [Target.Dependency])] = [
     ("flush", ["FlushCore"]),
     ("smtp", ["SmtpCore"]),
     ("lmtp", ["SmtpCore"]),
+    ("scache", ["ScacheCore"]),
     ("postqueue", ["QueueAdminCore"]),
     ("postsuper", ["QueueAdminCore"]),
     ("postcat", ["QueueAdminCore"]),
@@ -71,6 +72,7 @@ let package = Package(
         .target(name: "ShowqCore", dependencies: ["MailServer", "MailGlobal", "MailUtil"]),
         .target(name: "FlushCore", dependencies: ["MailServer", "MailGlobal", "MailUtil"]),
         .target(name: "SmtpCore", dependencies: ["DeliverCore", "MailServer", "MailGlobal", "MailDNS", "MailUtil"]),
+        .target(name: "ScacheCore", dependencies: ["MailServer", "MailGlobal", "MailUtil", "CShim"]),
         .target(name: "QueueAdminCore", dependencies: ["MailGlobal", "MailUtil"]),
         .target(name: "PostconfCore", dependencies: ["MailGlobal", "MailUtil", "COpenSSL"]),
 

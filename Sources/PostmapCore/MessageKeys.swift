@@ -10,7 +10,7 @@ import MailUtil
 
 enum MessageKeys {
     static func iterator(fd: Int32, headers: Bool, body: Bool, mime: Bool) -> AnyIterator<[UInt8]> {
-        var lines = StdinLines.iterator(fd: fd)
+        let lines = StdinLines.iterator(fd: fd)
         var pending: [[UInt8]] = []
         var inHeaders = true
         var current: [UInt8]?

@@ -328,7 +328,7 @@ public final class Qmgr {
         c.entry = e
         var r = DeliverRequest()
         let m = e.message
-        r.flags = m.traceFlags.union(.default)
+        r.flags = m.traceFlags.union(.default).union(e.queue.cacheFlags)
         r.queueName = QueueName.active
         r.queueID = m.queueID
         r.dataOffset = m.info.dataOffset
@@ -391,6 +391,7 @@ public final class Qmgr {
         let t = q.transport
         let m = e.message
         q.busy -= 1
+        q.lastDone = time(nil)
         if let reply {
             if reply.status != 0 { m.deferred = true }
             if let hop = reply.hop, !hop.reason.isEmpty {

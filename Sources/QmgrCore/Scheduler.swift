@@ -92,6 +92,22 @@ final class DestQueue {
     var unthrottleTimer: Int?
     /// When the next delivery may start (destination rate delay).
     var nextStart: UInt64 = 0
+    /// When the last delivery to this destination ended (seconds).
+    var lastDone: time_t = 0
+    /// On-demand connection caching (DEL_REQ_FLAG_CONN_LOAD/STORE) for the agent.
+    var cacheFlags: DeliverFlags = []
+
+    /// qmgr_entry_select: caching is turned on for back-to-back deliveries and stays on
+    /// while deliveries are concurrent or back to back; after that, cached connections
+    /// are still used up but no new ones are stored.
+    func updateCacheFlags(now: time_t) {
+        let backToBack = lastDone + 1 >= now
+        if !cacheFlags.contains(.connStore) {
+            if backToBack { cacheFlags.formUnion([.connLoad, .connStore]) }
+        } else if !(busy > 1 || backToBack) {
+            cacheFlags.remove(.connStore)
+        }
+    }
 
     init(name: String, nexthop: String, transport: Transport) {
         self.name = name
@@ -184,6 +200,7 @@ final class Transport {
             nextQueue = (i + 1) % max(queueOrder.count, 1)
             let e = q.todo.removeFirst()
             q.busy += 1
+            q.updateCacheFlags(now: time(nil))
             if rateDelay > 0 { q.nextStart = now + UInt64(rateDelay) * 1_000_000_000 }
             return e
         }

@@ -38,6 +38,16 @@ public final class Smtp {
     let sendXforward: Bool
     let skipQuitResponse: Bool
     let content: ContentSettings
+    /// The connection cache, when smtp_connection_cache_on_demand or
+    /// smtp_connection_cache_destinations asks for one.
+    let scache: ScacheClient?
+    let cacheDestinations: MatchList?
+    let cacheOnDemand: Bool
+    let cacheTimeLimit: Int
+    let reuseTimeLimit: Int
+    let reuseCountLimit: Int
+    /// The master.cf service name: part of every cache label.
+    var service = ""
     let xforwardTimeout: Int
 
     /// `lmtp`: run under the name lmtp (argv[0]), as Postfix decides it.
@@ -78,6 +88,14 @@ public final class Smtp {
         sendXforward = config.bool(p("send_xforward_command"))
         skipQuitResponse = config.bool(p("skip_quit_response"))
         content = ContentSettings(config: config, prefix: prefix)
+        cacheOnDemand = config.bool(p("connection_cache_on_demand"))
+        let dests = config.string(p("connection_cache_destinations"))
+        cacheDestinations = dests.isEmpty ? nil : MatchList(name: p("connection_cache_destinations"), kind: .string,
+                                                           options: [], text: dests)
+        scache = cacheOnDemand || cacheDestinations != nil ? ScacheClient(config: config) : nil
+        cacheTimeLimit = time("connection_cache_time_limit")
+        reuseTimeLimit = time("connection_reuse_time_limit")
+        reuseCountLimit = config.int(p("connection_reuse_count_limit"))
         xforwardTimeout = time("xforward_timeout")
     }
 
@@ -86,7 +104,10 @@ public final class Smtp {
         let lmtp = basename(of: arguments.first ?? "smtp") == "lmtp"
         desc.program = lmtp ? "lmtp" : "smtp"
         var agent: Smtp?
-        desc.postInit = { ctx in agent = Smtp(config: ctx.config, lmtp: lmtp) }
+        desc.postInit = { ctx in
+            agent = Smtp(config: ctx.config, lmtp: lmtp)
+            agent?.service = ctx.serviceName
+        }
         SingleServer.run(arguments, desc) { client, ctx in
             guard let agent else { return }
             DeliveryAgent.serve(client, ctx) { job in agent.deliver(job) }
@@ -147,6 +168,7 @@ public final class Smtp {
         let sites = primary + config.list(lmtp ? "lmtp_fallback_relay" : "smtp_fallback_relay")
         var result = 0
         var tried = 0
+        var destSaved = false
         for (i, site) in sites.enumerated() where pending.contains(where: { !$0.done }) {
             tried = i
             var finalSite = i == sites.count - 1
@@ -170,25 +192,64 @@ public final class Smtp {
                 // As an MX host of the destination, only better MX hosts are tried.
                 if iAmMX { finalSite = true }
             }
+            // smtp_cache_policy: for the first next hop only.
+            var load = false, store = false
+            if i == 0, !servers.isEmpty, let scache, !scache.disabled {
+                let domain = Smtp.bareDomain(site)
+                if let list = cacheDestinations, list.matches(domain) {
+                    load = true
+                    store = true
+                } else if cacheOnDemand {
+                    load = job.request.flags.contains(.connLoad)
+                    store = job.request.flags.contains(.connStore)
+                }
+            }
+            let destLabel = "\(service)\n\(site)"
             var sessions = 0
+            // A session cached for this next hop goes first.
+            let fromCache = Session(agent: self, job: job, pending: pending)
+            if load, let (fd, prop) = scache?.findDestination(destLabel), let cached = CachedSession(property: prop),
+               fromCache.probe(fd) {
+                let s = fromCache
+                s.cacheStore = store
+                s.run(cached: cached, fd: fd, final: finalSite && servers.count == 1)
+                result |= s.result
+                if let f = s.tryNext { why = f }
+                if s.savedLabel != nil { destSaved = true }
+                sessions += 1
+            }
             for (n, server) in servers.enumerated() where pending.contains(where: { !$0.done }) {
                 let lastAddress = n == servers.count - 1
-                let fd: Int32
-                do {
-                    fd = try connect(server)
-                } catch {
-                    let e = (error as? SystemError)?.errno ?? ECONNREFUSED
-                    why = LookupFailure(status: "4.4.1", reason: "connect to \(server.name):\(server.address.port): \(errnoText(e))")
-                    Msg.info(why!.reason)
-                    continue
-                }
                 let s = Session(agent: self, job: job, pending: pending)
-                s.host = server.host
+                s.cacheStore = store
+                s.endpointLabel = "\(service)\n\(server.address.host)\n\(server.address.port)"
                 // A failed handshake does not count towards the session limit; a session does.
                 let limitReached = sessionLimit > 0 && sessions + 1 >= sessionLimit
                 s.finalAfterHello = finalSite && limitReached
-                s.run(fd: fd, name: server.name, relay: "\(server.name):\(server.address.port)", final: finalSite && lastAddress)
+                if load, let (fd, prop) = scache?.findEndpoint(s.endpointLabel), let cached = CachedSession(property: prop),
+                   s.probe(fd) {
+                    s.run(cached: cached, fd: fd, final: finalSite && lastAddress)
+                } else {
+                    let fd: Int32
+                    do {
+                        fd = try connect(server)
+                    } catch {
+                        let e = (error as? SystemError)?.errno ?? ECONNREFUSED
+                        why = LookupFailure(status: "4.4.1", reason: "connect to \(server.name):\(server.address.port): \(errnoText(e))")
+                        Msg.info(why!.reason)
+                        continue
+                    }
+                    s.host = server.host
+                    s.port = server.address.port
+                    s.address = server.address.host
+                    s.run(fd: fd, name: server.name, relay: "\(server.name):\(server.address.port)", final: finalSite && lastAddress)
+                }
                 result |= s.result
+                // The first session stored for this request also serves the next hop.
+                if let label = s.savedLabel, !destSaved {
+                    scache?.saveDestination(ttl: cacheTimeLimit, label: destLabel, property: site, endpoint: label)
+                    destSaved = true
+                }
                 if let f = s.tryNext { why = f }
                 if s.greeted {
                     sessions += 1
@@ -209,6 +270,18 @@ public final class Smtp {
             }
         }
         return result
+    }
+
+    /// The domain of a next hop for smtp_connection_cache_destinations: without [], the
+    /// port or "inet:".
+    static func bareDomain(_ site: String) -> String {
+        var d = Substring(site)
+        if d.hasPrefix("inet:") { d = d.dropFirst(5) }
+        if d.hasPrefix("["), let close = d.firstIndex(of: "]") {
+            return String(d[d.index(after: d.startIndex)..<close])
+        }
+        if let colon = d.lastIndex(of: ":") { d = d[..<colon] }
+        return String(d)
     }
 
     func connect(_ server: ServerAddress) throws -> Int32 {
@@ -237,6 +310,23 @@ final class Session {
     /// The attributes the server takes with XFORWARD, when it announced the command.
     var xforwardNames: Set<String>?
     var quitSent = false
+    /// Connection caching: store the session when it ends cleanly, under this label.
+    var cacheStore = false
+    var endpointLabel = ""
+    /// Where the session went when it was cached.
+    var savedLabel: String?
+    var address = ""
+    var port: UInt16 = 0
+    /// Earlier deliveries over this connection, and when it may no longer be reused.
+    var reuseCount = 0
+    var expires: time_t = 0
+    /// The last transaction ended with the server in a known state (after "." or RSET).
+    var clean = false
+
+    var reusable: Bool {
+        cacheStore && agent.scache?.disabled == false && expires >= time(nil)
+            && (agent.reuseCountLimit <= 0 || reuseCount + 1 < agent.reuseCountLimit)
+    }
     var sizeLimit = 0
     /// The last server to try: soft failures defer the recipients instead of keeping them
     /// for the next server.
@@ -279,14 +369,46 @@ final class Session {
         case timeout(String)
     }
 
-    func run(fd: Int32, name: String, relay: String, final: Bool) {
+    /// A session from the connection cache: is it still good? (An RSET probe.)
+    func probe(_ fd: Int32) -> Bool {
+        stream = FDStream(fd: fd, closeOnDeinit: true)
+        do {
+            try send("RSET")
+            try flush("sending RSET probe")
+            let r = try reply("sending RSET probe", timeout: agent.config.time(agent.lmtp ? "lmtp_rset_timeout" : "smtp_rset_timeout"))
+            if r.code / 100 == 2 { return true }
+        } catch {}
+        stream = nil
+        return false
+    }
+
+    /// A session from the connection cache (probed): no greeting, no EHLO.
+    func run(cached c: CachedSession, fd: Int32, final: Bool) {
+        host = c.host
+        address = c.address
+        port = c.port
+        features = c.features
+        sizeLimit = c.sizeLimit
+        xforwardNames = c.xforwardNames
+        reuseCount = c.reuseCount
+        expires = c.expires
+        endpointLabel = "\(agent.service)\n\(address)\n\(port)"
+        greeted = true
+        let name = "\(host)[\(address)]"
+        run(fd: fd, name: name, relay: "\(name):\(port)", final: final, fromCache: true)
+    }
+
+    func run(fd: Int32, name: String, relay: String, final: Bool, fromCache: Bool = false) {
         self.name = name
         self.relay = relay
         self.final = final
-        stream = FDStream(fd: fd, closeOnDeinit: true)
+        if !fromCache {
+            expires = time(nil) + time_t(agent.reuseTimeLimit)
+            stream = FDStream(fd: fd, closeOnDeinit: true)
+        }
         gettimeofday(&statsStamp, nil)
         do {
-            try converse()
+            try converse(fromCache: fromCache)
         } catch Failure.lost(let stage) {
             softFail("4.4.2", "lost connection with \(name) while \(stage)")
         } catch Failure.timeout(let stage) {
@@ -303,6 +425,7 @@ final class Session {
     var stats: MsgStats {
         var s = job.request.stats
         s.connSetupDone = statsStamp
+        s.reuseCount = reuseCount
         return s
     }
 
@@ -375,21 +498,9 @@ final class Session {
                        mtaType: "dns", mtaName: host)
     }
 
-    func converse() throws {
-        let greeting = try reply("receiving the initial server greeting", timeout: agent.heloTimeout)
-        if greeting.code / 100 != 2 {
-            let why = "host \(name) refused to talk to me: \(greeting.text)"
-            if greeting.code / 100 == 5 && !agent.skip5xxGreeting {
-                failAll(greeting, why)
-                try? quit()
-                return
-            }
-            try? quit()
-            return softFail(greeting.dsn.first == "5" ? "4" + greeting.dsn.dropFirst() : greeting.dsn, why)
-        }
-        try hello()
+    func converse(fromCache: Bool) throws {
+        if !fromCache { try greetAndHello() }
         if tryNext != nil || !pending.contains(where: { !$0.done }) { return }
-        greeted = true
         if finalAfterHello { final = true }
         // The server's SIZE limit.
         if sizeLimit > 0 && job.request.dataSize > sizeLimit {
@@ -402,7 +513,37 @@ final class Session {
             return
         }
         try transaction()
-        try? quit()
+        finish()
+    }
+
+    /// The end of a session: into the connection cache when it may be reused, else QUIT.
+    func finish() {
+        guard clean, !quitSent, reusable, let scache = agent.scache else {
+            try? quit()
+            return
+        }
+        do { try stream.flush() } catch { return }
+        let c = CachedSession(host: host, address: address, port: port, features: features, sizeLimit: sizeLimit,
+                              xforwardNames: xforwardNames, reuseCount: reuseCount + 1, expires: expires)
+        stream.closeOnDeinit = false
+        scache.saveEndpoint(ttl: agent.cacheTimeLimit, label: endpointLabel, property: c.property, fd: stream.fd)
+        savedLabel = endpointLabel
+    }
+
+    func greetAndHello() throws {
+        let greeting = try reply("receiving the initial server greeting", timeout: agent.heloTimeout)
+        if greeting.code / 100 != 2 {
+            let why = "host \(name) refused to talk to me: \(greeting.text)"
+            if greeting.code / 100 == 5 && !agent.skip5xxGreeting {
+                failAll(greeting, why)
+                try? quit()
+                return
+            }
+            try? quit()
+            return softFail(greeting.dsn.first == "5" ? "4" + greeting.dsn.dropFirst() : greeting.dsn, why)
+        }
+        try hello()
+        if tryNext == nil && pending.contains(where: { !$0.done }) { greeted = true }
     }
 
     func failAll(_ r: Reply, _ why: String) {
@@ -635,8 +776,9 @@ final class Session {
             throw f
         }
         try send(".")
-        // With PIPELINING, QUIT goes with the end of the message.
-        if pipelining {
+        // With PIPELINING, QUIT goes with the end of the message (unless the session
+        // is to be cached).
+        if pipelining && !reusable {
             try send("QUIT")
             quitSent = true
         }
@@ -649,6 +791,7 @@ final class Session {
             let r = try reply(stage, timeout: agent.dataDoneTimeout)
             replies = Array(repeating: r, count: accepted.count)
         }
+        clean = true
         if !agent.lmtp, let r = replies.first, r.code / 100 != 2, keepsForNextServer(r.dsn) {
             let why = said(r, "end of DATA command")
             Msg.info("\(job.queueID): \(why)")
@@ -753,7 +896,8 @@ final class Session {
     func reset() throws {
         try send("RSET")
         try flush("sending RSET")
-        _ = try? reply("sending RSET", timeout: agent.config.time(agent.lmtp ? "lmtp_rset_timeout" : "smtp_rset_timeout"))
+        let r = try? reply("sending RSET", timeout: agent.config.time(agent.lmtp ? "lmtp_rset_timeout" : "smtp_rset_timeout"))
+        clean = r.map { $0.code / 100 == 2 } ?? false
     }
 
     func quit() throws {
