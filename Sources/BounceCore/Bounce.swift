@@ -212,8 +212,10 @@ struct Notifier {
     var queueID: String { request.queueID }
 
     func notice(_ template: Template, records: [LogRecord]?) -> Notice {
-        Notice(settings: settings, queueName: request.queueName, queueID: request.queueID, encoding: request.encoding,
-               envelopeID: request.envelopeID, template: template, records: records)
+        let n = Notice(settings: settings, queueName: request.queueName, queueID: request.queueID, encoding: request.encoding,
+                       envelopeID: request.envelopeID, template: template, records: records)
+        n.smtputf8 = request.sendopts & 1 != 0
+        return n
     }
 
     func readLog() -> [LogRecord]? {

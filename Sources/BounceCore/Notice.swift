@@ -30,6 +30,9 @@ final class Notice {
     /// The Content-Transfer-Encoding of the whole notice (nil: none).
     let mimeEncoding: String?
     let eightBit: Bool
+    /// The original asked for SMTPUTF8: the report and the returned message use the
+    /// RFC 6533 types (message/global-delivery-status, message/global).
+    var smtputf8 = false
 
     init(settings: BounceSettings, queueName: String, queueID: String, encoding: String, envelopeID: String,
          template: Template, records: [LogRecord]?) {
@@ -152,7 +155,8 @@ final class Notice {
         try pm.line("")
         try pm.line("--\(boundary)")
         try pm.line("Content-Description: Delivery report")
-        try pm.line("Content-Type: message/delivery-status")
+        try pm.line("Content-Type: \(smtputf8 ? "message/global-delivery-status" : "message/delivery-status")")
+        if smtputf8, let e = mimeEncoding { try pm.line("Content-Transfer-Encoding: \(e)") }
         try pm.line("")
         try pm.line("Reporting-MTA: dns; \(settings.myhostname)")
         if !envelopeID.isEmpty { try pm.line("Original-Envelope-Id: \(envelopeID)") }
@@ -163,7 +167,8 @@ final class Notice {
 
     func recipientDSN(_ pm: PostMail, _ r: LogRecord) throws {
         try pm.line("")
-        try pm.line("Final-Recipient: rfc822; \(r.recipient)")
+        let utf8 = smtputf8 && r.recipient.utf8.contains(where: { $0 >= 0x80 })
+        try pm.line("Final-Recipient: \(utf8 ? "utf-8" : "rfc822"); \(r.recipient)")
         if !r.dsnOriginalRecipient.isEmpty {
             if r.dsnOriginalRecipient.lowercased().hasPrefix("rfc822;") {
                 try pm.line("Original-Recipient: \(r.dsnOriginalRecipient)")
@@ -204,7 +209,7 @@ final class Notice {
         try pm.line("")
         try pm.line("--\(boundary)")
         try pm.line("Content-Description: \(isUndelivered ? "Undelivered " : "")\(headersOnly ? "Message Headers" : "Message")")
-        try pm.line("Content-Type: \(headersOnly ? "text/rfc822-headers" : "message/rfc822")")
+        try pm.line("Content-Type: \(headersOnly ? (smtputf8 ? "message/global-headers" : "text/rfc822-headers") : (smtputf8 ? "message/global" : "message/rfc822"))")
         if mimeEncoding == "8bit" { try pm.line("Content-Transfer-Encoding: 8bit") }
         try pm.line("")
         if contentOffset == 0 || queueFD < 0 {

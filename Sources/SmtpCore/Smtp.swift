@@ -502,6 +502,22 @@ final class Session {
         if !fromCache { try greetAndHello() }
         if tryNext != nil || !pending.contains(where: { !$0.done }) { return }
         if finalAfterHello { final = true }
+        // Mail that asked for SMTPUTF8 and has UTF-8 in its envelope or headers goes only
+        // to a server that offers it (all-ASCII mail goes anyway).
+        var opts = job.request.sendopts
+        if opts & 1 != 0 {
+            if job.request.sender.utf8.contains(where: { $0 >= 0x80 }) { opts |= 4 }
+            if job.request.recipients.contains(where: { $0.address.utf8.contains(where: { $0 >= 0x80 }) }) { opts |= 8 }
+        }
+        if opts & 1 != 0 && opts & ~1 != 0 && !features.contains("SMTPUTF8") {
+            let why = "SMTPUTF8 is required, but was not offered by host \(name)"
+            for p in pending where !p.done {
+                p.done = true
+                result |= job.outcome(p.rcpt, relay: relay, dsn: DeliveryStatus(status: "5.6.7", reason: why), stats: stats)
+            }
+            try? quit()
+            return
+        }
         // The server's SIZE limit.
         if sizeLimit > 0 && job.request.dataSize > sizeLimit {
             // Postfix hangs up here, without QUIT.
