@@ -177,19 +177,6 @@ public enum Scache {
             status(stream, ScacheStatus.ok)
             endpMax = max(endpMax, cache.endpoints.count)
             sessMax = max(sessMax, cache.sessionCount)
-        case "find_endp":
-            guard let f = fields([MailAttr.label]) else {
-                status(stream, ScacheStatus.bad)
-                return .keep
-            }
-            guard let s = cache.findEndpoint(f[0]) else {
-                endpMiss += 1
-                reply(stream, [(MailAttr.status, String(ScacheStatus.fail)), (MailAttr.property, "")])
-                return .keep
-            }
-            endpHits += 1
-            reply(stream, [(MailAttr.status, String(ScacheStatus.ok)), (MailAttr.property, s.prop)])
-            return pass(s.fd, stream, reader)
         case "save_dest":
             guard let ttl = try? sc.int(MailAttr.ttl), let f = fields([MailAttr.label, MailAttr.property, MailAttr.label]),
                   ttl > 0 else {
@@ -200,20 +187,22 @@ public enum Scache {
             cache.saveDestination(ttl: min(ttl, ttlLimit), label: f[0], prop: f[1], endpoint: f[2])
             status(stream, ScacheStatus.ok)
             destMax = max(destMax, cache.destinations.count)
-        case "find_dest":
+        case "find_endp", "find_dest":
             guard let f = fields([MailAttr.label]) else {
                 status(stream, ScacheStatus.bad)
                 return .keep
             }
-            guard let s = cache.findDestination(f[0]) else {
-                destMiss += 1
-                reply(stream, [(MailAttr.status, String(ScacheStatus.fail)), (MailAttr.property, ""), (MailAttr.property, "")])
+            let endpoint = verb == "find_endp"
+            let found = endpoint ? cache.findEndpoint(f[0]).map { ($0.fd, [$0.prop]) }
+                : cache.findDestination(f[0]).map { ($0.fd, [$0.destProp, $0.endpProp]) }
+            guard let (fd, props) = found else {
+                if endpoint { endpMiss += 1 } else { destMiss += 1 }
+                reply(stream, [(MailAttr.status, String(ScacheStatus.fail))] + Array(repeating: (MailAttr.property, ""), count: endpoint ? 1 : 2))
                 return .keep
             }
-            destHits += 1
-            reply(stream, [(MailAttr.status, String(ScacheStatus.ok)), (MailAttr.property, s.destProp),
-                           (MailAttr.property, s.endpProp)])
-            return pass(s.fd, stream, reader)
+            if endpoint { endpHits += 1 } else { destHits += 1 }
+            reply(stream, [(MailAttr.status, String(ScacheStatus.ok))] + props.map { (MailAttr.property, $0) })
+            return pass(fd, stream, reader)
         default:
             Msg.warn("unrecognized request: \"\(verb)\", ignored")
             status(stream, ScacheStatus.bad)

@@ -100,11 +100,7 @@ final class ScacheClient {
     func saveEndpoint(ttl: Int, label: String, property: String, fd: Int32) {
         defer { close(fd) }
         guard let c = connection() else { return }
-        var l = AttrList()
-        l.append(MailAttr.request, "save_endp")
-        l.append(MailAttr.ttl, int: ttl)
-        l.append(MailAttr.label, label)
-        l.append(MailAttr.property, property)
+        let l = Self.save("save_endp", ttl, [(MailAttr.label, label), (MailAttr.property, property)])
         do {
             _ = try c.request(l)
             try c.stream.flush()
@@ -117,13 +113,17 @@ final class ScacheClient {
 
     func saveDestination(ttl: Int, label: String, property: String, endpoint: String) {
         guard let c = connection() else { return }
-        var l = AttrList()
-        l.append(MailAttr.request, "save_dest")
-        l.append(MailAttr.ttl, int: ttl)
-        l.append(MailAttr.label, label)
-        l.append(MailAttr.property, property)
-        l.append(MailAttr.label, endpoint)
+        let l = Self.save("save_dest", ttl, [(MailAttr.label, label), (MailAttr.property, property),
+                                              (MailAttr.label, endpoint)])
         do { _ = try c.request(l) } catch { failed(error) }
+    }
+
+    static func save(_ verb: String, _ ttl: Int, _ pairs: [(String, String)]) -> AttrList {
+        var l = AttrList()
+        l.append(MailAttr.request, verb)
+        l.append(MailAttr.ttl, int: ttl)
+        for (n, v) in pairs { l.append(n, v) }
+        return l
     }
 
     /// A cached session for the endpoint: its descriptor and property.

@@ -129,20 +129,14 @@ final class ContentWriter {
             log("warning", where_, line, args)
         case "INFO":
             log("info", where_, line, args)
-        case "REPLACE":
+        case "REPLACE", "PREPEND":
             if args.isEmpty {
-                Msg.warn("REPLACE action without text in \(map) map")
+                Msg.warn("\(cmd) action without text in \(map) map")
             } else if where_ == "header" && !HeaderText.isHeader(args) {
-                Msg.warn("bad REPLACE header text \"\(args)\" in \(map) map -- need \"headername: headervalue\"")
-            } else {
+                Msg.warn("bad \(cmd) header text \"\(args)\" in \(map) map -- need \"headername: headervalue\"")
+            } else if cmd == "REPLACE" {
                 log("replace", where_, line, args)
                 return .replace(args)
-            }
-        case "PREPEND":
-            if args.isEmpty {
-                Msg.warn("PREPEND action without text in \(map) map")
-            } else if where_ == "header" && !HeaderText.isHeader(args) {
-                Msg.warn("bad PREPEND header text \"\(args)\" in \(map) map -- need \"headername: headervalue\"")
             } else {
                 log("prepend", where_, line, args)
                 text(.normalText, Array(args.utf8)[...])

@@ -9,7 +9,7 @@ socket instead), greet (a greeting code, default 220), ehlo=False (500 to EHLO),
 pipelining=False, size (a SIZE limit), data (the reply code after the message),
 lmtp=True (LHLO, one reply per accepted recipient after the message), rcpt (a reply code
 for every RCPT TO: 450 or 550), xforward=True (announce and accept XFORWARD), eightbit=False (no 8BITMIME),
-stall ("greet": no greeting, "dot": no reply to the end of the message; the sink
+peer=True (the client's address in the transcript), stall ("greet": no greeting, "dot": no reply to the end of the message; the sink
 waits for the client to hang up).
 The transcript (the client's lines, the message as received) goes to `log_path`, one
 session after another.
@@ -44,14 +44,16 @@ class Sink:
     def serve(self):
         while True:
             try:
-                conn, _ = self.sock.accept()
+                conn, peer = self.sock.accept()
             except OSError:
                 return
-            threading.Thread(target=self.session, args=(conn,), daemon=True).start()
+            threading.Thread(target=self.session, args=(conn, peer), daemon=True).start()
 
-    def session(self, conn):
+    def session(self, conn, peer=None):
         o = self.options
         lines = []
+        if o.get("peer") and peer:
+            lines.append(f"(connection from {peer[0]})")
         f = conn.makefile("rb")
 
         def say(text):
