@@ -4,7 +4,7 @@ records what each client said.
 Rules come from the recipients' and sender's local parts and the sink's options:
   reject*  RCPT -> 550 5.1.1      defer*  RCPT -> 450 4.2.1      multi* RCPT -> a 550 in two lines
   badsender (MAIL FROM) -> 553 5.7.1                 lmtpfail* -> 452 after DATA (LMTP)
-Options (a dict): addr (the loopback address, default 127.0.0.1), path (a UNIX-domain
+Options (a dict): addr (the loopback address, default 127.0.0.1; ::1 for IPv6), path (a UNIX-domain
 socket instead), greet (a greeting code, default 220), ehlo=False (500 to EHLO),
 pipelining=False, size (a SIZE limit), data (the reply code after the message),
 lmtp=True (LHLO, one reply per accepted recipient after the message), rcpt (a reply code
@@ -27,7 +27,8 @@ class Sink:
             self.sock.bind(self.options["path"])
             os.chmod(self.options["path"], 0o666)
         else:
-            self.sock = socket.socket()
+            addr = self.options.get("addr", "127.0.0.1")
+            self.sock = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET)
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             self.sock.bind((self.options.get("addr", "127.0.0.1"), port))
         self.sock.listen(16)

@@ -399,7 +399,8 @@ def run_one(build, reference, scn):
         for name in scn.dovecots:
             text = text.replace(f"@DOVECOT:{name}@", f"@DIR@/dovecot-{name}/lmtp")
         for name, sp in sink_ports.items():
-            text = text.replace(f"@SINK:{name}@", f"[{sink_addrs.get(name, '127.0.0.1')}]:{sp}")
+            a = sink_addrs.get(name, "127.0.0.1")
+            text = text.replace(f"@SINK:{name}@", f"[{'ipv6:' if ':' in a else ''}{a}]:{sp}")
             text = text.replace(f"@SINKPORT:{name}@", str(sp))
             text = text.replace(f"@SINKSOCK:{name}@", f"@DIR@/sink-{name}.sock").replace(f"@PORT:{name}@", str(sp))
         return text
