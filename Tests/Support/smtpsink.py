@@ -53,6 +53,8 @@ class Sink:
     def session(self, conn, peer=None):
         o = self.options
         lines = []
+        if conn.family != socket.AF_UNIX:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if o.get("peer") and peer:
             lines.append(f"(connection from {peer[0]})")
         f = conn.makefile("rb")
