@@ -82,10 +82,19 @@ public final class DeliveryJob {
 }
 
 public enum DeliveryAgent {
+    nonisolated(unsafe) static var statusFilterSet = false
+
     /// Serves one connection from the queue manager: `deliver` handles the request and
     /// returns 0 when every recipient reached a final state, -1 otherwise.
     public static func serve(_ client: SingleServer.Client, _ ctx: ServerContext,
                              deliver: (DeliveryJob) -> Int) {
+        // smtp_delivery_status_filter, local_delivery_status_filter, ...: once per process.
+        if !statusFilterSet {
+            statusFilterSet = true
+            if ["smtp", "lmtp", "local", "virtual", "pipe"].contains(ctx.program) {
+                DeliveryReport.useStatusFilter(ctx.config, parameter: "\(ctx.program)_delivery_status_filter")
+            }
+        }
         let stream = client.stream
         var hello = AttrList()
         hello.append(MailAttr.proto, MailProtocol.deliver)

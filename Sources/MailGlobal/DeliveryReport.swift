@@ -172,6 +172,31 @@ public struct DeliveryReport {
     let traceService: String
     let verifyNegativeCache: Bool
 
+    /// The agent's delivery status filter (smtp_delivery_status_filter and the like).
+    nonisolated(unsafe) public static var statusFilter: Maps?
+
+    /// Opens `parameter`'s tables as the status filter of this process.
+    public static func useStatusFilter(_ config: MailConfig, parameter: String) {
+        let v = config.string(parameter)
+        statusFilter = v.isEmpty ? nil : Maps(title: parameter, mapNames: v, flags: .lock)
+    }
+
+    /// dsn_filter_lookup: the filter's replacement for "status text", of the same class
+    /// (success stays success, failure stays failure); nil when none applies.
+    static func filtered(_ dsn: DeliveryStatus) -> DeliveryStatus? {
+        guard let maps = statusFilter, let result = maps.find("\(dsn.status) \(dsn.reason)") else { return nil }
+        let code = String(result.prefix { $0 != " " && $0 != "\t" })
+        let success = dsn.status.first == "2"
+        guard DSNCode.isValid(code), (code.first == "2") == success else {
+            Msg.warn("\(maps.title): bad status code: \(result)")
+            return nil
+        }
+        var out = dsn
+        (out.status, out.reason) = DSNCode.split(result, defaultCode: code)
+        out.action = code.first == "4" ? "delayed" : code.first == "5" ? "failed" : dsn.action
+        return out
+    }
+
     public init(config: MailConfig) {
         self.config = config
         softBounce = config.bool("soft_bounce")
@@ -230,6 +255,7 @@ public struct DeliveryReport {
             Msg.warn("sent: ignoring dsn code \"\(my.status)\"")
             my.status = "2.0.0"
         }
+        if let f = Self.filtered(my) { my = f }
         if flags.contains(.mtaVerify) {
             my.action = "deliverable"
             return verifyAppend(id: id, stats: stats, recipient: recipient, relay: relay, dsn: my, status: .ok)
@@ -257,6 +283,10 @@ public struct DeliveryReport {
         if my.status.first != "5" || !DSNCode.isValid(my.status) {
             Msg.warn("bounce_append: ignoring dsn code \"\(my.status)\"")
             my.status = "5.0.0"
+        }
+        if let f = Self.filtered(my) {
+            if f.status.first == "4" { return deferIntern(flags: flags, id: id, stats: stats, recipient: recipient, relay: relay, dsn: f) }
+            my = f
         }
         if flags.contains(.mtaVerify) {
             my.action = "undeliverable"
@@ -295,6 +325,12 @@ public struct DeliveryReport {
         if my.status.first != "4" || !DSNCode.isValid(my.status) {
             Msg.warn("defer_append: ignoring dsn code \"\(my.status)\"")
             my.status = "4.0.0"
+        }
+        if let f = Self.filtered(my) {
+            if f.status.first == "5" {
+                return bounce(flags: flags, bounceFlags: [], id: id, stats: stats, recipient: recipient, relay: relay, dsn: f)
+            }
+            my = f
         }
         return deferIntern(flags: flags, id: id, stats: stats, recipient: recipient, relay: relay, dsn: my)
     }
