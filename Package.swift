@@ -85,6 +85,7 @@ let package = Package(
         .testTarget(name: "MailGlobalTests", dependencies: ["MailGlobal", "MailDict", "MailUtil", "TestSupport"]),
         .testTarget(name: "IntegrationTests", dependencies: ["MailGlobal", "MailUtil", "CShim", "TestSupport"],
                     exclude: ["SmtpdDialogues", "BounceScenarios", "DeliveryScenarios", "SubmitScenarios", "QueueScenarios"]),
+        .testTarget(name: "QmgrTests", dependencies: ["QmgrCore", "MailGlobal"]),
         .testTarget(name: "PostmapTests", dependencies: ["TestSupport"], exclude: ["Scenarios"]),
         .testTarget(name: "PostconfTests", dependencies: ["PostconfCore", "MailGlobal", "MailUtil", "TestSupport"],
                     exclude: ["Scenarios", "Fixtures"]),
