@@ -9,8 +9,7 @@ import MailDict
 extension CleanupState {
     /// Canonical form of an internal address with the "local" or "remote" rule set.
     func rewrite(_ address: String, rule: String) -> String {
-        let external = Quote822.quote822(address)
-        return Quote822.unquote822(settings.rewriter.rewrite(external, rule: rule))
+        settings.rewriter.rewriteInternal(address, rule: rule)
     }
 
     /// A table failure defers the message (cleanup_map11 / map1n "map lookup problem").
@@ -20,7 +19,6 @@ extension CleanupState {
         if reason.isEmpty { reason = "4.3.0 \(title) map lookup problem" }
     }
 
-    /// Appends the extension a match without it dropped (propagate_unmatched_extensions).
     /// mail_addr_map_internal, results made canonical by trivial-rewrite.
     func mapAddress(_ address: String, _ finder: MailAddrFinder, propagate: Bool) -> [String]? {
         finder.map(address, propagate: propagate) { rewrite($0, rule: MailAttr.rewriteLocal) }

@@ -108,11 +108,6 @@ final class ContentProcessor {
         return String(decoding: line[0..<end], as: UTF8.self)
     }
 
-    static let senderHeaders: Set<String> = ["from", "sender", "reply-to", "errors-to", "return-receipt-to",
-                                             "resent-from", "resent-sender", "resent-reply-to"]
-    static let recipientHeaders: Set<String> = ["to", "cc", "bcc", "apparently-to", "resent-to", "resent-cc",
-                                                "resent-bcc"]
-
     /// One logical header from the MIME parser (its physical lines joined by newlines).
     func header(_ cls: MimeHeaderClass, _ info: HeaderInfo?, _ buffer: [UInt8], _ offset: Int) {
         guard outputOK else { return }
@@ -166,7 +161,7 @@ final class ContentProcessor {
             if cl == "message-id" { messageIDLogged = true }
         }
         if settings.dropHeaders.contains(cl) { return }
-        let isSender = Self.senderHeaders.contains(cl), isRecipient = Self.recipientHeaders.contains(cl)
+        let isSender = HeaderText.senderHeaders.contains(cl), isRecipient = HeaderText.recipientHeaders.contains(cl)
         if (isSender || isRecipient), let rewritten = rewriteAddresses(lines, name: cname, sender: isSender) {
             lines = rewritten
         }
@@ -283,10 +278,10 @@ final class ContentProcessor {
     enum Outcome { case keep, drop, replace(String) }
 
     func apply(_ value: String, what: String, text: String, map: String) -> Outcome {
-        let trimmed = value.trimmingSpaces()
+        let trimmed = value.trimmingCharacters()
         let cmdEnd = trimmed.firstIndex(where: { $0 == " " || $0 == "\t" }) ?? trimmed.endIndex
         let command = trimmed[..<cmdEnd].uppercased()
-        let optional = String(trimmed[cmdEnd...]).trimmingSpaces()
+        let optional = String(trimmed[cmdEnd...]).trimmingCharacters()
         func log(_ action: String, _ extra: String) {
             let attrs = state.attributes
             var s = "\(state.queueID): \(action): \(what) \(String(text.prefix(200))) from \(attrs[MailAttr.logMessageOrigin] ?? "local");"
@@ -354,14 +349,5 @@ final class ContentProcessor {
         let parts = text.split(separator: " ", maxSplits: 1)
         if let f = parts.first, f.split(separator: ".").count == 3, f.first == "4" || f.first == "5" { return text }
         return dsn + " " + text
-    }
-}
-
-extension String {
-    func trimmingSpaces() -> String {
-        var s = Substring(self)
-        while let f = s.first, f == " " || f == "\t" { s = s.dropFirst() }
-        while let l = s.last, l == " " || l == "\t" { s = s.dropLast() }
-        return String(s)
     }
 }

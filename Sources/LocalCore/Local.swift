@@ -412,8 +412,8 @@ final class LocalDelivery {
 
     func deliverResolve(_ a: inout LocalAttr, _ usr: UserAttr, _ addr: String) -> Int {
         a.level += 1
-        let canon = s.rewrite.rewrite(Quote822.quote822(addr), rule: "local")
-        let reply = s.rewrite.resolve(Quote822.unquote822(canon), sender: a.sender)
+        let canon = s.rewrite.rewriteInternal(addr, rule: MailAttr.rewriteLocal)
+        let reply = s.rewrite.resolve(canon, sender: a.sender)
         if reply.flags.contains(.fail) { return self.defer(a, "4.3.0", "address resolver failure") }
         if reply.flags.contains(.error) { return bounce(a, "5.1.3", "bad recipient address syntax: \(reply.recipient)") }
         var recipient = reply.recipient

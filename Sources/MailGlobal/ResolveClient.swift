@@ -82,6 +82,11 @@ public final class TrivialRewriteClient {
         }
     }
 
+    /// rewrite_clnt_internal: the same for an address in internal (unquoted) form.
+    public func rewriteInternal(_ address: String, rule: String) -> String {
+        Quote822.unquote822(rewrite(Quote822.quote822(address), rule: rule))
+    }
+
     /// Resolves a recipient (internal form) for a sender; `verify` uses the
     /// address_verify_* transports.
     public func resolve(_ address: String, sender: String, verify: Bool = false) -> ResolveReply {

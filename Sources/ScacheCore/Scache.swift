@@ -129,11 +129,7 @@ public enum Scache {
         try? stream.flush()
     }
 
-    static func status(_ stream: FDStream, _ s: Int) {
-        var l = AttrList()
-        l.append(MailAttr.status, int: s)
-        try? stream.write(AttrCodec.encode(l, .attr0))
-    }
+    static func status(_ stream: FDStream, _ s: Int) { reply(stream, [(MailAttr.status, String(s))]) }
 
     /// One request: save_endp, find_endp, save_dest or find_dest.
     static func serve(_ stream: FDStream, _ cache: ConnectionCache, ttlLimit: Int) -> MultiServer.Disposition {

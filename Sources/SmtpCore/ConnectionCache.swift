@@ -102,8 +102,7 @@ final class ScacheClient {
         guard let c = connection() else { return }
         let l = Self.save("save_endp", ttl, [(MailAttr.label, label), (MailAttr.property, property)])
         do {
-            _ = try c.request(l)
-            try c.stream.flush()
+            _ = try c.request(l)  // the server's dummy: ready for the descriptor
             if cshim_send_fd(c.stream.fd, fd) < 0 { throw SystemError.current("send file descriptor") }
             _ = try c.receive()
         } catch {

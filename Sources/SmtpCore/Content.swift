@@ -57,10 +57,10 @@ struct ContentSettings {
     var anyChecks: Bool { anyHeaderChecks || bodyChecks != nil }
 
     /// smtp_map11_internal: an address through smtp_generic_maps; nil when no entry.
-    func mapGeneric(_ address: String, queueID: String) -> String? {
-        guard let generic, !address.isEmpty else { return nil }
-        guard let list = generic.map(address, propagate: propagateGeneric, canonical: { target in
-            Quote822.unquote822(rewriter!.rewrite(Quote822.quote822(target), rule: MailAttr.rewriteLocal))
+    func mapGeneric(_ address: String) -> String? {
+        guard let generic, let rewriter, !address.isEmpty else { return nil }
+        guard let list = generic.map(address, propagate: propagateGeneric, canonical: {
+            rewriter.rewriteInternal($0, rule: MailAttr.rewriteLocal)
         }), let first = list.first else { return nil }
         if list.count > 1 { Msg.warn("multi-valued \(prefix)generic_maps result for \(address)") }
         return first
@@ -151,10 +151,6 @@ final class ContentWriter {
         return .keep
     }
 
-    static let addressHeaders: Set<String> = ["from", "sender", "reply-to", "errors-to", "return-receipt-to",
-                                              "resent-from", "resent-sender", "resent-reply-to",
-                                              "to", "cc", "bcc", "apparently-to", "resent-to", "resent-cc", "resent-bcc"]
-
     /// smtp_header_rewrite / smtp_header_out: one logical header (lines joined by LF).
     func header(_ cls: MimeHeaderClass, _ info: HeaderInfo?, _ buffer: [UInt8]) {
         var buf = buffer
@@ -172,11 +168,11 @@ final class ContentWriter {
                 }
             }
         }
-        if settings.generic != nil, cls == .primary, let info, Self.addressHeaders.contains(info.name.lowercased()),
+        if settings.generic != nil, cls == .primary, let info,
+           HeaderText.senderHeaders.contains(info.name.lowercased()) || HeaderText.recipientHeaders.contains(info.name.lowercased()),
            let lines = rewriteAddresses(buf, name: info.name) {
-            for (i, l) in lines.enumerated() {
-                text(.normalText, (i == 0 || l.first == 0x20 || l.first == 0x09 ? l : [0x09] + l)[...])
-            }
+            // Folded as cleanup folds: continuation lines already start with a TAB.
+            for l in lines { text(.normalText, l[...]) }
             return
         }
         for l in buf.split(separator: 0x0A, omittingEmptySubsequences: false) { text(.normalText, l) }
@@ -190,7 +186,7 @@ final class ContentWriter {
         var changed = false
         for addr in Tok822.addresses(tree) {
             let old = Address822.internalize(addr.head)
-            if let new = settings.mapGeneric(old, queueID: queueID), new != old {
+            if let new = settings.mapGeneric(old), new != old {
                 addr.replaceChildren(with: Quote822.quote822(new))
                 changed = true
             }

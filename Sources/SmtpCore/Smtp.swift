@@ -49,6 +49,9 @@ public final class Smtp {
     /// The master.cf service name: part of every cache label.
     var service = ""
     let xforwardTimeout: Int
+    let rsetTimeout: Int
+    /// The longest server reply line read (line_length_limit, at least 512).
+    let replyLineLimit: Int
 
     /// `lmtp`: run under the name lmtp (argv[0]), as Postfix decides it.
     init(config: MailConfig, lmtp: Bool) {
@@ -97,6 +100,8 @@ public final class Smtp {
         reuseTimeLimit = time("connection_reuse_time_limit")
         reuseCountLimit = config.int(p("connection_reuse_count_limit"))
         xforwardTimeout = time("xforward_timeout")
+        rsetTimeout = time("rset_timeout")
+        replyLineLimit = max(config.int("line_length_limit"), 512)
     }
 
     public static func main(_ arguments: [String]) -> Never {
@@ -173,12 +178,14 @@ public final class Smtp {
             tried = i
             var finalSite = i == sites.count - 1
             var servers: [ServerAddress] = []
+            var domain = ""
             switch Destination.parse(site, lmtp: lmtp, defaultPort: defaultPort) {
             case .failure(let f):
                 why = f
             case .success(.unix):
                 why = LookupFailure(status: "5.4.4", reason: "bad destination syntax: \"\(site)\"")
             case .success(.inet(let host, let port, let mx)):
+                domain = host
                 var iAmMX = false
                 switch mx ? finder.domainAddresses(host, port: port, iAmMX: &iAmMX) : finder.hostAddresses(host, port: port) {
                 case .failure(var f):
@@ -195,7 +202,7 @@ public final class Smtp {
             // smtp_cache_policy: for the first next hop only.
             var load = false, store = false
             if i == 0, !servers.isEmpty, let scache, !scache.disabled {
-                let domain = Smtp.bareDomain(site)
+                // The bare domain: without [], the port or "inet:".
                 if let list = cacheDestinations, list.matches(domain) {
                     load = true
                     store = true
@@ -205,24 +212,32 @@ public final class Smtp {
                 }
             }
             let destLabel = "\(service)\n\(site)"
-            var sessions = 0
-            // A session cached for this next hop goes first.
-            let fromCache = Session(agent: self, job: job, pending: pending)
-            if load, let (fd, prop) = scache?.findDestination(destLabel), let cached = CachedSession(property: prop),
-               fromCache.probe(fd) {
-                let s = fromCache
-                s.cacheStore = store
-                s.run(cached: cached, fd: fd, final: finalSite && servers.count == 1)
+            // The result of a session; the first one cached also serves the next hop.
+            func account(_ s: Session) {
                 result |= s.result
                 if let f = s.tryNext { why = f }
-                if s.savedLabel != nil { destSaved = true }
-                sessions += 1
+                if let label = s.savedLabel, !destSaved {
+                    scache?.saveDestination(ttl: cacheTimeLimit, label: destLabel, property: site, endpoint: label)
+                    destSaved = true
+                }
+            }
+            var sessions = 0
+            // A session cached for this next hop goes first (it is already stored under it).
+            if load, let (fd, prop) = scache?.findDestination(destLabel), let cached = CachedSession(property: prop) {
+                let s = Session(agent: self, job: job, pending: pending)
+                if s.probe(fd) {
+                    s.cacheStore = store
+                    s.run(cached: cached, fd: fd, final: finalSite && servers.count == 1)
+                    if s.savedLabel != nil { destSaved = true }
+                    account(s)
+                    sessions += 1
+                }
             }
             for (n, server) in servers.enumerated() where pending.contains(where: { !$0.done }) {
                 let lastAddress = n == servers.count - 1
                 let s = Session(agent: self, job: job, pending: pending)
                 s.cacheStore = store
-                s.endpointLabel = "\(service)\n\(server.address.host)\n\(server.address.port)"
+                s.endpointLabel = endpointLabel(server.address.host, server.address.port)
                 // A failed handshake does not count towards the session limit; a session does.
                 let limitReached = sessionLimit > 0 && sessions + 1 >= sessionLimit
                 s.finalAfterHello = finalSite && limitReached
@@ -244,13 +259,7 @@ public final class Smtp {
                     s.address = server.address.host
                     s.run(fd: fd, name: server.name, relay: "\(server.name):\(server.address.port)", final: finalSite && lastAddress)
                 }
-                result |= s.result
-                // The first session stored for this request also serves the next hop.
-                if let label = s.savedLabel, !destSaved {
-                    scache?.saveDestination(ttl: cacheTimeLimit, label: destLabel, property: site, endpoint: label)
-                    destSaved = true
-                }
-                if let f = s.tryNext { why = f }
+                account(s)
                 if s.greeted {
                     sessions += 1
                     if limitReached { break }
@@ -272,17 +281,8 @@ public final class Smtp {
         return result
     }
 
-    /// The domain of a next hop for smtp_connection_cache_destinations: without [], the
-    /// port or "inet:".
-    static func bareDomain(_ site: String) -> String {
-        var d = Substring(site)
-        if d.hasPrefix("inet:") { d = d.dropFirst(5) }
-        if d.hasPrefix("["), let close = d.firstIndex(of: "]") {
-            return String(d[d.index(after: d.startIndex)..<close])
-        }
-        if let colon = d.lastIndex(of: ":") { d = d[..<colon] }
-        return String(d)
-    }
+    /// A server's label in the connection cache: this service, its address and port.
+    func endpointLabel(_ address: String, _ port: UInt16) -> String { "\(service)\n\(address)\n\(port)" }
 
     func connect(_ server: ServerAddress) throws -> Int32 {
         guard !bindAddress.isEmpty, let local = SocketAddress(numeric: bindAddress, port: 0),
@@ -375,7 +375,7 @@ final class Session {
         do {
             try send("RSET")
             try flush("sending RSET probe")
-            let r = try reply("sending RSET probe", timeout: agent.config.time(agent.lmtp ? "lmtp_rset_timeout" : "smtp_rset_timeout"))
+            let r = try reply("sending RSET probe", timeout: agent.rsetTimeout)
             if r.code / 100 == 2 { return true }
         } catch {}
         stream = nil
@@ -392,7 +392,7 @@ final class Session {
         xforwardNames = c.xforwardNames
         reuseCount = c.reuseCount
         expires = c.expires
-        endpointLabel = "\(agent.service)\n\(address)\n\(port)"
+        endpointLabel = agent.endpointLabel(address, port)
         greeted = true
         let name = "\(host)[\(address)]"
         run(fd: fd, name: name, relay: "\(name):\(port)", final: final, fromCache: true)
@@ -437,9 +437,16 @@ final class Session {
                 p.done = true
                 result |= job.defer(p.rcpt, relay: relay, dsn: DeliveryStatus(status: status, reason: reason), stats: stats)
             }
+            tryNext = LookupFailure(status: status, reason: reason)
         } else {
-            Msg.info("\(job.queueID): \(reason)")
+            keepForNextServer(status, reason)
         }
+    }
+
+    /// smtp_bulk_fail/smtp_rcpt_fail before the last server: say why this server is
+    /// skipped, and leave the recipients for the next one.
+    func keepForNextServer(_ status: String, _ reason: String) {
+        Msg.info("\(job.queueID): \(reason)")
         tryNext = LookupFailure(status: status, reason: reason)
     }
 
@@ -470,7 +477,7 @@ final class Session {
         while true {
             let line: Line?
             do {
-                line = try stream.readLine(limit: max(agent.config.int("line_length_limit"), 512))
+                line = try stream.readLine(limit: agent.replyLineLimit)
             } catch StreamError.timeout {
                 throw Failure.timeout(stage)
             } catch {
@@ -608,7 +615,7 @@ final class Session {
     }
 
     /// An envelope address through smtp_generic_maps.
-    func generic(_ a: String) -> String { agent.content.mapGeneric(a, queueID: job.queueID) ?? a }
+    func generic(_ a: String) -> String { agent.content.mapGeneric(a) ?? a }
 
     /// SMTP_MIME_DOWNGRADE: 8-bit mail to a server without 8BITMIME is converted.
     var downgrading: Bool {
@@ -739,8 +746,7 @@ final class Session {
             if r.code / 100 == 2 {
                 accepted.append(p)
             } else if keepsForNextServer(r.dsn) {
-                Msg.info("\(job.queueID): \(said(r, "RCPT TO command"))")
-                tryNext = LookupFailure(status: r.dsn, reason: said(r, "RCPT TO command"))
+                keepForNextServer(r.dsn, said(r, "RCPT TO command"))
             } else {
                 p.done = true
                 result |= job.outcome(p.rcpt, relay: relay, dsn: status(r, reason: said(r, "RCPT TO command")), stats: stats)
@@ -768,11 +774,7 @@ final class Session {
         }
         if dataReply.code != 354 {
             let dsn = status(dataReply, reason: said(dataReply, "DATA command"))
-            if keepsForNextServer(dsn.status) {
-                Msg.info("\(job.queueID): \(dsn.reason)")
-                tryNext = LookupFailure(status: dsn.status, reason: dsn.reason)
-                return
-            }
+            if keepsForNextServer(dsn.status) { return keepForNextServer(dsn.status, dsn.reason) }
             for p in accepted {
                 p.done = true
                 result |= job.outcome(p.rcpt, relay: relay, dsn: dsn, stats: stats)
@@ -808,17 +810,13 @@ final class Session {
             replies = Array(repeating: r, count: accepted.count)
         }
         clean = true
+        // SMTP has one reply for all: a refusal for now is logged once.
         if !agent.lmtp, let r = replies.first, r.code / 100 != 2, keepsForNextServer(r.dsn) {
-            let why = said(r, "end of DATA command")
-            Msg.info("\(job.queueID): \(why)")
-            tryNext = LookupFailure(status: r.dsn, reason: why)
-            return
+            return keepForNextServer(r.dsn, said(r, "end of DATA command"))
         }
         for (p, r) in zip(accepted, replies) {
             if r.code / 100 != 2 && keepsForNextServer(r.dsn) {
-                let why = said(r, "end of DATA command")
-                Msg.info("\(job.queueID): \(why)")
-                tryNext = LookupFailure(status: r.dsn, reason: why)
+                keepForNextServer(r.dsn, said(r, "end of DATA command"))
                 continue
             }
             p.done = true
@@ -835,75 +833,52 @@ final class Session {
         }
     }
 
-    /// The content, CRLF line ends, leading dots doubled, lines longer than
-    /// smtp_line_length_limit broken with CRLF SPACE.
+    /// The content, record by record, through smtp_text_out (CRLF line ends, leading
+    /// dots doubled, lines longer than smtp_line_length_limit broken with CRLF SPACE), or
+    /// first through the MIME parser when checks, generic maps or 8-bit conversion apply.
     func sendContent() throws {
         let writer = ContentWriter(settings: agent.content, queueID: job.queueID, lineLimit: agent.lineLimit)
-        if let mime = writer.parser(downgrading: downgrading) {
-            return try sendParsed(mime, writer)
-        }
-        let limit = agent.lineLimit
-        var column = 0
-        do {
-            stream.timeout = agent.dataXferTimeout > 0 ? agent.dataXferTimeout : nil
-            _ = try MessageCopy.content(fd: job.fd, offset: job.request.dataOffset, flags: [.dot], eol: "\r\n") { chunk in
-                guard limit > 0 else { return try stream.write(chunk) }
-                var out: [UInt8] = []
-                out.reserveCapacity(chunk.count + 16)
-                for b in chunk {
-                    if b == 0x0A { column = 0 } else if b != 0x0D {
-                        if column >= limit {
-                            out += [0x0D, 0x0A, 0x20]
-                            column = 1
-                        }
-                        column += 1
-                    }
-                    out.append(b)
-                }
-                try stream.write(out)
-            }
-        } catch StreamError.timeout {
-            throw Failure.timeout("sending message body")
-        } catch let e as StreamError {
-            _ = e
-            throw Failure.lost("sending message body")
-        } catch {
-            // A queue file that cannot be read: not the server's fault.
-            Msg.warn("\(job.queueID): read queue file: \(error)")
-            throw Failure.lost("sending message body")
-        }
-    }
-
-    /// The content through the MIME parser (checks, generic maps, 8-bit conversion).
-    func sendParsed(_ mime: MimeState, _ writer: ContentWriter) throws {
-        let reader = QueueFileReader(fd: job.fd)
-        reader.seek(job.request.dataOffset)
+        let mime = writer.parser(downgrading: downgrading)
         stream.timeout = agent.dataXferTimeout > 0 ? agent.dataXferTimeout : nil
         do {
-            while true {
-                let rec: Record?
-                do { rec = try reader.next(maxLength: 0)?.1 } catch {
-                    Msg.warn("\(job.queueID): read queue file: \(error)")
-                    throw Failure.lost("sending message body")
+            let reader = QueueFileReader(fd: job.fd)
+            reader.seek(job.request.dataOffset)
+            var sawEnd = false
+            var prev = RecordType.normalText
+            while let (_, r) = try reader.next(maxLength: 0) {
+                guard r.type == .normalText || r.type == .continuedText else {
+                    sawEnd = r.type == .extractedStart
+                    break
                 }
-                guard let r = rec, r.type == .normalText || r.type == .continuedText else { break }
-                mime.update(r.type, Array(r.data))
+                if let mime { mime.update(r.type, r.data) } else { writer.text(r.type, r.data[...]) }
+                prev = r.type
                 if writer.out.count >= 65536 {
                     try stream.write(writer.out)
                     writer.out.removeAll(keepingCapacity: true)
                 }
                 if writer.mimeFailure != nil { break }
             }
-            mime.update(nil, [])
+            if let mime {
+                mime.update(nil, [])
+            } else if prev == .continuedText {
+                // The last line lacked its newline.
+                writer.text(.normalText, [][...])
+            }
             if let e = writer.mimeFailure {
                 // There is no way to take back a message half sent: hang up.
                 throw ContentFailure(status: "5.6.0", reason: e.text)
             }
+            if !sawEnd { Msg.warn("bad record type in message content") }
             try stream.write(writer.out)
         } catch StreamError.timeout {
             throw Failure.timeout("sending message body")
-        } catch let e as StreamError {
-            _ = e
+        } catch is StreamError {
+            throw Failure.lost("sending message body")
+        } catch let f as ContentFailure {
+            throw f
+        } catch {
+            // A queue file that cannot be read: not the server's fault.
+            Msg.warn("\(job.queueID): read queue file: \(error)")
             throw Failure.lost("sending message body")
         }
     }
@@ -912,7 +887,7 @@ final class Session {
     func reset() throws {
         try send("RSET")
         try flush("sending RSET")
-        let r = try? reply("sending RSET", timeout: agent.config.time(agent.lmtp ? "lmtp_rset_timeout" : "smtp_rset_timeout"))
+        let r = try? reply("sending RSET", timeout: agent.rsetTimeout)
         clean = r.map { $0.code / 100 == 2 } ?? false
     }
 
