@@ -25,6 +25,12 @@ final class Message {
     var forceExpire = false
     /// Where the next batch of recipients starts (0: all read).
     var resumeOffset = 0
+    /// Recipients read into memory so far, and the jobs they made.
+    var recipientsRead = 0
+    var jobs: [Job] = []
+
+    /// Recipients still in the file (an estimate: done ones count until read).
+    var recipientsUnread: Int { resumeOffset == 0 ? 0 : max(info.recipientCount - recipientsRead, 1) }
 
     init(queueID: String, qid: QueueID, fromQueue: String, info: QueueMessage) {
         self.queueID = queueID
@@ -266,13 +272,43 @@ extension Qmgr {
                 e.recipients.append(rcpt)
                 continue
             }
-            let e = Entry(message: m, queue: q)
+            let e = q.transport.makeEntry(m, q)
             e.recipients.append(rcpt)
-            q.todo.append(e)
             m.refcount += 1
             current = e
+            clogWarning(q)
         }
+        m.recipientsRead += recipients.count
         inCoreRecipients += recipients.count
+    }
+
+    /// qmgr_entry_create's warning when one destination takes up much of the active queue.
+    func clogWarning(_ q: DestQueue) {
+        guard clogWarnTime > 0 else { return }
+        let length = q.todoCount + q.busy
+        let now = time(nil)
+        guard length > activeLimit / 5, now >= q.clogTimeToWarn else { return }
+        let share = Double(length) / Double(max(messages.count, 1))
+        let t = q.transport
+        Msg.warn("mail for \(q.nexthop) is using up \(length) of \(messages.count) active queue entries")
+        if share < 0.9 { Msg.warn("this may slow down other mail deliveries") }
+        if t.destinationConcurrencyLimit > 0 && t.destinationConcurrencyLimit <= q.busy + 1 {
+            Msg.warn("you may need to increase the main.cf \(t.name)_destination_concurrency_limit from \(t.destinationConcurrencyLimit)")
+        } else if Double(q.window) > Double(activeLimit) * share {
+            Msg.warn("you may need to increase the main.cf qmgr_message_active_limit from \(activeLimit)")
+        } else if q.peers.count > 1 {
+            Msg.warn("you may need a separate master.cf transport for \(q.nexthop)")
+        } else {
+            Msg.warn("you may need to reduce \(t.name) connect and helo timeouts")
+            Msg.warn("so that Postfix quickly skips unavailable hosts")
+            Msg.warn("you may need to increase the main.cf minimal_backoff_time and maximal_backoff_time")
+            Msg.warn("so that Postfix wastes less time on undeliverable mail")
+            Msg.warn("you may need to increase the master.cf \(t.name) process limit")
+        }
+        Msg.warn("please avoid flushing the whole queue when you have")
+        Msg.warn("lots of deferred mail, that is bad for performance")
+        Msg.warn("to turn off these warnings specify: qmgr_clog_warn_time = 0")
+        q.clogTimeToWarn = now + time_t(clogWarnTime)
     }
 
     func splitTransport(_ s: String) -> (String, String) {
@@ -289,6 +325,7 @@ extension Qmgr {
         let m = e.message
         m.refcount -= 1
         inCoreRecipients -= e.recipients.count
+        e.queue.transport.entryDone(e)
         e.queue.transport.retire(e.queue)
         if m.refcount == 0 { moreOrDone(m) }
     }
@@ -381,6 +418,8 @@ extension Qmgr {
                 Msg.warn("qmgr_active_done: remove \(m.queueID) from active: \(errnoText(e.errno))")
             } catch {}
         }
+        for job in m.jobs { job.transport.freeJob(job) }
+        m.jobs = []
         messages.removeValue(forKey: m.queueID)
         scheduleLoop()
     }

@@ -117,6 +117,7 @@ public final class Qmgr {
     let doubleBounceSender: String
     let allowMinUser: Bool
     let verpBounceOff: Bool
+    let clogWarnTime: Int
 
     init(ctx: ServerContext) {
         self.ctx = ctx
@@ -140,6 +141,7 @@ public final class Qmgr {
         doubleBounceSender = config.string("double_bounce_sender")
         allowMinUser = config.bool("allow_min_user")
         verpBounceOff = config.bool("disable_verp_bounces")
+        clogWarnTime = config.bool("helpful_warnings") ? config.time("qmgr_clog_warn_time") : 0
     }
 
     public static func main(_ arguments: [String]) -> Never {
@@ -250,7 +252,7 @@ public final class Qmgr {
             while t.pending < 2 && t.wantedConnections(now: now) > t.pending {
                 if !connect(t) { break }
             }
-            for q in t.queues.values where q.ready && !q.todo.isEmpty && q.nextStart > now {
+            for q in t.queues.values where q.ready && q.todoCount > 0 && q.nextStart > now {
                 soonest = min(soonest ?? q.nextStart, q.nextStart)
             }
         }
@@ -417,8 +419,7 @@ public final class Qmgr {
 
     /// Defers every entry still waiting for `q`, logged by the queue manager.
     func deferTodo(_ q: DestQueue, _ why: DeliveryStatus) {
-        let entries = q.todo
-        q.todo.removeAll()
+        let entries = q.transport.removeTodo(q)
         for e in entries {
             let m = e.message
             for r in e.recipients {
