@@ -115,6 +115,7 @@ relay_domains = relay.example
 mynetworks = 127.0.0.0/8
 alias_maps =
 smtpd_client_connection_count_limit = 0
+in_flow_delay = 0
 import_environment = MAIL_CONFIG MAIL_DEBUG MAIL_LOGTAG TZ LANG=C POSTLOG_SERVICE POSTLOG_HOSTNAME LD_LIBRARY_PATH={REF}/usr/lib/postfix
 """)
         open(f"{root}/etc/master.cf", "w").write(

@@ -127,6 +127,7 @@ public enum Cleanup {
         var desc = ServerDescription()
         desc.program = "cleanup"
         desc.unlimited = true
+        desc.inFlowDelay = true
         desc.postInit = { ctx in
             settings = Settings(config: ctx.config)
         }

@@ -21,6 +21,8 @@ public struct ServerDescription {
     public var unlimited = false
     /// Must run as root (no -u): local, virtual, pipe, spawn.
     public var privileged = false
+    /// Takes a flow token per client and waits in_flow_delay without one (cleanup).
+    public var inFlowDelay = false
     /// Overrides of max_use / max_idle (0 = never); nil takes the parameters.
     public var maxUse: Int?
     public var maxIdle: Int?

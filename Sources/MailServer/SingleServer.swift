@@ -26,6 +26,7 @@ public enum SingleServer {
             try? stream.flush()
             ctx.exit()
         }
+        let flowDelay = desc.inFlowDelay ? ctx.config.time("in_flow_delay") : 0
         let retireAt = ctx.options.retire.map { monotonicNanos() + UInt64($0) * 1_000_000_000 }
         while true {
             if ctx.maxUse > 0 && ctx.useCount >= ctx.maxUse {
@@ -53,6 +54,7 @@ public enum SingleServer {
             guard let fd else { continue }
             MasterStatus.report(available: false)
             Msg.debug("connection established")
+            if flowDelay > 0 && !MailFlow.get(1) { sleep(UInt32(flowDelay)) }
             let stream = FDStream(fd: fd, closeOnDeinit: true)
             service(Client(stream: stream, fd: fd), ctx)
             try? stream.flush()

@@ -118,6 +118,8 @@ public final class Qmgr {
     let allowMinUser: Bool
     let verpBounceOff: Bool
     let clogWarnTime: Int
+    let inFlowDelay: Int
+    let processLimit: Int
 
     init(ctx: ServerContext) {
         self.ctx = ctx
@@ -141,6 +143,8 @@ public final class Qmgr {
         doubleBounceSender = config.string("double_bounce_sender")
         allowMinUser = config.bool("allow_min_user")
         verpBounceOff = config.bool("disable_verp_bounces")
+        inFlowDelay = config.time("in_flow_delay")
+        processLimit = config.int("default_process_limit")
         clogWarnTime = config.bool("helpful_warnings") ? config.time("qmgr_clog_warn_time") : 0
     }
 
@@ -217,19 +221,42 @@ public final class Qmgr {
     /// qmgr_loop: start deliveries where destinations have room, then feed one file.
     func runLoop() {
         drain()
+        var fed: Scanner?
         if messages.count < activeLimit && inCoreRecipients < recipientLimit {
             let order = preferIncoming ? [incoming, deferredScan] : [deferredScan, incoming]
             preferIncoming.toggle()
-            for s in order {
+            scan: for s in order {
                 while let id = s.next() {
                     if messages[id] != nil { continue }
                     if feed(queue: s.queue, id: id, scanAll: s.all, flushFlags: (s.flush, s.flush)) {
-                        drain()
-                        scheduleLoop()
-                        return
+                        fed = s
+                        break scan
                     }
                 }
             }
+        }
+        feedFlowTokens(fedIncoming: fed === incoming)
+        if fed != nil {
+            drain()
+            scheduleLoop()
+        }
+    }
+
+    /// Keeps about default_process_limit tokens in the flow pipe: one for each message
+    /// taken from incoming, all of them while incoming is not being scanned, so that
+    /// cleanup slows down only when mail arrives faster than the queue manager takes it.
+    func feedFlowTokens(fedIncoming: Bool) {
+        guard inFlowDelay > 0 else { return }
+        let tokens = MailFlow.count()
+        guard tokens >= 0 else { return }
+        if tokens < processLimit {
+            if fedIncoming {
+                MailFlow.put(1)
+            } else if !incoming.running {
+                MailFlow.put(processLimit - tokens)
+            }
+        } else if tokens > processLimit {
+            MailFlow.get(tokens - processLimit)
         }
     }
 

@@ -36,7 +36,7 @@ final class Instance {
     }
 
     static let programs = ["master", "postlogd", "postfix", "postconf", "postlog", "swallow-testd",
-                           "postmap", "postalias", "proxymap", "trivial-rewrite", "cleanup", "smtpd"]
+                           "postmap", "postalias", "proxymap", "trivial-rewrite", "cleanup", "smtpd", "qmgr"]
 
     /// `owner`: the mail_owner account; as root "postfix", otherwise the current user.
     init(main extra: String = "", master: String, owner: String? = nil) throws {
@@ -65,6 +65,8 @@ final class Instance {
         maillog_file_prefixes = /tmp
         myhostname = test.example.com
         compatibility_level = 3.7
+        # No queue manager here hands out flow tokens: cleanup must not wait for them.
+        in_flow_delay = 0
 
         """ + extra
         try main.write(toFile: configDirectory + "/main.cf", atomically: true, encoding: .utf8)

@@ -346,6 +346,60 @@ struct SmtpdTests {
         #expect(((try? FileManager.default.contentsOfDirectory(atPath: inst.queueDirectory + "/incoming"))?.count ?? 0) == before)
     }
 
+    /// in_flow_delay: cleanup takes a token from the master's flow pipe per connection and
+    /// waits in_flow_delay without one; the queue manager keeps default_process_limit
+    /// tokens there while it is not taking mail from the incoming queue.
+    @Test func cleanupWaitsForFlowTokens() throws {
+        func elapsed(_ body: () throws -> Void) rethrows -> Double {
+            let t0 = monotonicNanos()
+            try body()
+            return Double(monotonicNanos() - t0) / 1e9
+        }
+        let port = freePort()
+        let inst = try instance("in_flow_delay = 1s\n", port: port)
+        let c = try SMTPClient(port: port)
+        _ = try c.reply()
+        _ = try c.ask("EHLO client.example.org")
+        // No queue manager, no tokens: the first accepted RCPT, which opens a cleanup
+        // connection, waits.
+        var reply = ""
+        _ = try c.ask("MAIL FROM:<a@example.org>")
+        let slow = try elapsed { reply = try c.ask("RCPT TO:<alice@test.example.com>") }
+        #expect(reply == "250 2.1.5 Ok")
+        #expect(slow >= 0.9, "cleanup waited \(slow) s without a token")
+        #expect(try c.ask("RSET") == "250 2.0.0 Ok")
+        // One token in the pipe (through smtpd's end of it, fd 4): no wait.
+        let smtpd = try #require(inst.processes(named: "smtpd").first)
+        let w = open("/proc/\(smtpd)/fd/4", O_WRONLY | O_NONBLOCK)
+        #expect(w >= 0)
+        #expect(write(w, "x", 1) == 1)
+        close(w)
+        _ = try c.ask("MAIL FROM:<a@example.org>")
+        let fast = try elapsed { reply = try c.ask("RCPT TO:<alice@test.example.com>") }
+        #expect(reply == "250 2.1.5 Ok")
+        #expect(fast < 0.8, "cleanup waited \(fast) s with a token")
+        _ = try c.ask("QUIT")
+
+        // With a queue manager, the pipe fills up to default_process_limit tokens.
+        let q = try Instance(main: "in_flow_delay = 1s\ndefault_process_limit = 37\n", master: """
+        qmgr      unix  n - n 300 1 qmgr
+        cleanup   unix  n - n - 0 cleanup
+        rewrite   unix  - - n - - trivial-rewrite
+        postlog   unix-dgram n - n - 1 postlogd
+        """)
+        try q.startMaster()
+        var tokens: Int32 = -1
+        try q.waitFor("37 flow tokens") {
+            guard let qmgr = q.processes(named: "qmgr").first else { return false }
+            let r = open("/proc/\(qmgr)/fd/3", O_RDONLY | O_NONBLOCK)
+            guard r >= 0 else { return false }
+            defer { close(r) }
+            _ = ioctl(r, UInt(FIONREAD), &tokens)
+            return tokens == 37
+        }
+        #expect(tokens == 37, "\(q.log)")
+    }
+
     /// The same record stream into our cleanup and the reference cleanup: the queue files
     /// say the same (IDs, times and generated Message-Ids aside).
     @Test func cleanupMatchesReference() throws {

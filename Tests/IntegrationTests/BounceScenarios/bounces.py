@@ -35,6 +35,8 @@ import mailinstance  # noqa: E402
 import postfixproto as pp  # noqa: E402
 
 MAIN_CF = """myhostname = mx.example.com
+# No queue manager hands out flow tokens here: cleanup must not wait for them.
+in_flow_delay = 0
 mydomain = example.com
 mydestination = $myhostname, localhost
 mynetworks = 127.0.0.0/8

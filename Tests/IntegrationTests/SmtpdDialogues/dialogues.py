@@ -36,6 +36,8 @@ import mailinstance  # noqa: E402
 import postfixproto as pp  # noqa: E402
 
 MAIN_CF = """myhostname = mx.example.com
+# No queue manager hands out flow tokens here: cleanup must not wait for them.
+in_flow_delay = 0
 mail_name = Postfix
 mydomain = example.com
 mydestination = $myhostname, localhost.$mydomain, localhost
