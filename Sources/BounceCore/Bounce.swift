@@ -48,6 +48,8 @@ final class BounceSettings {
     let mailDaemon: String
     let maximalQueueLifetime: Int
     let smtputf8Enable: Bool
+    /// enable_threaded_bounces: notices refer to the original's Message-ID.
+    let threaded: Bool
     let oldStyleLog: Bool
     var templates = TemplateSet()
 
@@ -68,6 +70,7 @@ final class BounceSettings {
         mailDaemon = "MAILER-DAEMON@" + myhostname
         maximalQueueLifetime = config.time("maximal_queue_lifetime")
         smtputf8Enable = config.bool("smtputf8_enable")
+        threaded = config.bool("enable_threaded_bounces")
         oldStyleLog = config.bool("backwards_bounce_logfile_compatibility")
         let file = config.string("bounce_template_file")
         if !file.isEmpty { templates.load(path: file) }

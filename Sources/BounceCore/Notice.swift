@@ -100,6 +100,10 @@ final class Notice {
         try pm.line("From: \(template.from)")
         try pm.line("Subject: \(postmasterCopy ? (template.postmasterSubject ?? template.subject) : template.subject)")
         try pm.line("To: \(Quote822.quote822(dest))")
+        if settings.threaded, let id = originalMessageID() {
+            try pm.line("References: \(id)")
+            try pm.line("In-Reply-To: \(id)")
+        }
         try pm.line("Auto-Submitted: \(postmasterCopy ? "auto-generated" : "auto-replied")")
         try pm.line("MIME-Version: 1.0")
         try pm.line("Content-Type: multipart/report; report-type=delivery-status;")
@@ -114,6 +118,37 @@ final class Notice {
         try pm.line("Content-Type: text/plain; charset=\(eightBit && ascii ? "utf-8" : template.charset)")
         if eightBit || !ascii { try pm.line("Content-Transfer-Encoding: 8bit") }
         try pm.line("")
+    }
+
+    /// The Message-ID of the original (its first such header, unfolded), for threading.
+    func originalMessageID() -> String? {
+        guard contentOffset > 0, queueFD >= 0 else { return nil }
+        let reader = QueueFileReader(fd: queueFD)
+        reader.seek(contentOffset)
+        var line: [UInt8] = []
+        var value: String?
+        do {
+            while let (_, r) = try reader.next(maxLength: 0) {
+                guard r.type == .normalText || r.type == .continuedText else { break }
+                line += r.data
+                if r.type == .continuedText { continue }
+                defer { line = [] }
+                let text = String(decoding: line, as: UTF8.self)
+                if line.first == 0x20 || line.first == 0x09 {
+                    if value != nil { value! += text }
+                    continue
+                }
+                if value != nil || !HeaderText.isHeader(text) { break }
+                if let colon = text.firstIndex(of: ":"),
+                   String(text[..<colon]).trimmingCharacters().lowercased() == "message-id" {
+                    value = String(text[text.index(after: colon)...])
+                }
+            }
+        } catch {
+            return nil
+        }
+        guard let v = value?.trimmingCharacters(), !v.isEmpty else { return nil }
+        return v
     }
 
     func boilerplate(_ pm: PostMail) throws {
