@@ -734,8 +734,11 @@ final class Session {
                 rcptReplies.append((p, try reply("sending RCPT TO", timeout: agent.rcptTimeout)))
             }
         }
+        // A probe (sendmail -bv, address verification) ends after the RCPTs
+        // (smtp_address_verify_target = rcpt).
+        let probe = job.request.flags.traceOnly
         if pipelining {
-            try send("DATA")
+            if !probe { try send("DATA") }
             try flush("sending MAIL FROM")
             for (_, what) in xforward { try xforwardReply(what) }
             mailReply = try reply("sending MAIL FROM", timeout: agent.mailTimeout)
@@ -743,7 +746,10 @@ final class Session {
         }
         for (p, r) in rcptReplies {
             if mailReply!.code / 100 != 2 { break }
-            if r.code / 100 == 2 {
+            if r.code / 100 == 2 && probe {
+                p.done = true
+                result |= job.sent(p.rcpt, relay: relay, dsn: status(r, reason: r.text), stats: stats)
+            } else if r.code / 100 == 2 {
                 accepted.append(p)
             } else if keepsForNextServer(r.dsn) {
                 keepForNextServer(r.dsn, said(r, "RCPT TO command"))
@@ -753,10 +759,11 @@ final class Session {
             }
         }
         if mailReply!.code / 100 != 2 {
-            if pipelining { _ = try? reply("sending DATA", timeout: agent.dataInitTimeout) }
+            if pipelining && !probe { _ = try? reply("sending DATA", timeout: agent.dataInitTimeout) }
             failSession(mailReply!, "MAIL FROM")
             return try reset()
         }
+        if probe { return try reset() }
         if !pipelining {
             if accepted.isEmpty { return try reset() }
             try send("DATA")
