@@ -32,6 +32,7 @@ let programs: [(name: String, deps: [Target.Dependency])] = [
     ("smtp", ["SmtpCore"]),
     ("lmtp", ["SmtpCore"]),
     ("scache", ["ScacheCore"]),
+    ("verify", ["VerifyCore"]),
     ("postqueue", ["QueueAdminCore"]),
     ("postsuper", ["QueueAdminCore"]),
     ("postcat", ["QueueAdminCore"]),
@@ -73,6 +74,7 @@ let package = Package(
         .target(name: "FlushCore", dependencies: ["MailServer", "MailGlobal", "MailUtil"]),
         .target(name: "SmtpCore", dependencies: ["DeliverCore", "MailServer", "MailGlobal", "MailDNS", "MailUtil"]),
         .target(name: "ScacheCore", dependencies: ["MailServer", "MailGlobal", "MailUtil", "CShim"]),
+        .target(name: "VerifyCore", dependencies: ["MailServer", "MailGlobal", "MailDict", "MailUtil"]),
         .target(name: "QueueAdminCore", dependencies: ["MailGlobal", "MailUtil"]),
         .target(name: "PostconfCore", dependencies: ["MailGlobal", "MailUtil", "COpenSSL"]),
 
@@ -86,6 +88,7 @@ let package = Package(
         .testTarget(name: "IntegrationTests", dependencies: ["MailGlobal", "MailUtil", "CShim", "TestSupport"],
                     exclude: ["SmtpdDialogues", "BounceScenarios", "DeliveryScenarios", "SubmitScenarios", "QueueScenarios"]),
         .testTarget(name: "QmgrTests", dependencies: ["QmgrCore", "MailGlobal"]),
+        .testTarget(name: "VerifyTests", dependencies: ["VerifyCore", "MailGlobal"]),
         .testTarget(name: "PostmapTests", dependencies: ["TestSupport"], exclude: ["Scenarios"]),
         .testTarget(name: "PostconfTests", dependencies: ["PostconfCore", "MailGlobal", "MailUtil", "TestSupport"],
                     exclude: ["Scenarios", "Fixtures"]),

@@ -142,6 +142,26 @@ public enum VerifyStatus: Int, Sendable {
 }
 
 public enum VerifyClient {
+    /// request=query: the address's recipient status and its text; nil when the
+    /// service fails.
+    public static func query(address: String, config: MailConfig) -> (status: VerifyStatus, reason: String)? {
+        do {
+            let c = try AttrClient(serviceClass: MailClass.private, name: config.string("address_verify_service_name"),
+                                   timeout: config.time("ipc_timeout"))
+            _ = try c.expectProtocol(MailProtocol.verify)
+            var l = AttrList()
+            l.append(MailAttr.request, "query")
+            l.append(MailAttr.address, address)
+            let r = try c.request(l)
+            var sc = r.scanner()
+            guard try sc.int(MailAttr.status) == 0 else { return nil }
+            guard let st = VerifyStatus(rawValue: try sc.int(MailAttr.recipientStatus)) else { return nil }
+            return (st, try sc.string(MailAttr.reason))
+        } catch {
+            return nil
+        }
+    }
+
     /// request=update; true when the service took it.
     public static func update(address: String, status: VerifyStatus, reason: String, config: MailConfig) -> Bool {
         do {

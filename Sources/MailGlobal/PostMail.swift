@@ -10,7 +10,7 @@ import MailUtil
 /// MAIL_SRC_MASK_*: where internally generated mail comes from, for
 /// internal_mail_filter_classes.
 public enum MailSource: String, Sendable {
-    case bounce, notify
+    case bounce, notify, verify
 }
 
 public final class PostMail {
@@ -36,6 +36,9 @@ public final class PostMail {
             flags.formUnion([.filter, .milter])
         }
         if smtputf8 { flags.insert(.smtputf8) }
+        if source == .verify && config.list("smtputf8_autodetect_classes").contains(where: { $0.lowercased() == "verify" }) {
+            flags.insert(.autoUTF8)
+        }
         var f = AttrList()
         f.append(MailAttr.flags, int: flags.rawValue)
         try client.send(f)

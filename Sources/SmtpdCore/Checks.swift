@@ -525,6 +525,9 @@ extension Session {
             guard let d = domainArgument(name, list, &i) else { return .dunno }
             guard let sender, !sender.isEmpty else { return .dunno }
             return try rejectRBLDomain(d, sender, ReplyClass.sender)
+        case "reject_unverified_sender":
+            guard let sender, !sender.isEmpty else { return .dunno }
+            return rejectUnverified(sender, sender, ReplyClass.sender, s.unverifiedSender)
         case "reject_unlisted_sender":
             guard let sender, !sender.isEmpty else { return .dunno }
             return try checkSenderMaps(sender)
@@ -576,6 +579,9 @@ extension Session {
         case "check_recipient_maps", "reject_unlisted_recipient":
             guard let recipient, !recipient.isEmpty else { return .dunno }
             return try checkRecipientMaps(recipient)
+        case "reject_unverified_recipient":
+            guard let recipient, !recipient.isEmpty else { return .dunno }
+            return rejectUnverified(recipient, recipient, ReplyClass.recipient, s.unverifiedRecipient)
         case "reject_multi_recipient_bounce":
             if let sender, sender.isEmpty, rcptCount > (whereText == "RCPT" ? 0 : 1) {
                 return checkReject(.policy, s.multiRecipientBounceCode, "5.5.3",

@@ -4,7 +4,8 @@
 // each address class.
 // Mirrors Postfix smtpd/smtpd_check.c (reject_invalid_hostname, reject_non_fqdn_*,
 // permit_auth_destination, reject_unauth_destination, check_relay_domains,
-// check_rcpt_maps).
+// check_rcpt_maps, reject_unverified_address).
+import Glibc
 import MailUtil
 import MailGlobal
 
@@ -141,5 +142,43 @@ extension Session {
             return try known(maps) ? .dunno : unknown(s.unknownRelayRecipientCode, "relay recipient table")
         }
         return .dunno
+    }
+}
+
+extension Session {
+    /// reject_unverified_address: asks the verify service (polling while a probe is
+    /// out, address_verify_poll_count times at most) and refuses an address that is
+    /// not known to be deliverable.
+    func rejectUnverified(_ address: String, _ replyName: String, _ replyClass: String, _ u: Unverified) -> CheckResult {
+        let dsn = replyClass == ReplyClass.sender ? "4.1.7" : "4.1.1"
+        var answer: (status: VerifyStatus, reason: String)?
+        var count = 0
+        while true {
+            answer = VerifyClient.query(address: address, config: s.config)
+            guard let a = answer, a.status == .todo else { break }
+            count += 1
+            if count >= s.verifyPollCount { break }
+            sleep(UInt32(max(s.verifyPollDelay, 0)))
+        }
+        guard let a = answer else {
+            Msg.warn("\(s.config.string("address_verify_service_name")) service failure")
+            return tempfail(u.tempfail, .policy, 450, dsn, "<\(replyName)>: \(replyClass) rejected: address verification problem")
+        }
+        var code = 0
+        switch a.status {
+        case .todo, .deferred: code = u.deferCode
+        case .bounced: code = u.rejectCode
+        case .ok: code = 0
+        }
+        let why = code >= 400 && !u.reason.isEmpty ? u.reason : a.reason
+        switch code / 100 {
+        case 4:
+            return tempfail(u.tempfail, .policy, code, dsn,
+                            "<\(replyName)>: \(replyClass) rejected: unverified address: \(String(why.utf8.prefix(250)) ?? why)")
+        case 0, 2:
+            return .dunno
+        default:
+            return checkReject(.policy, code, dsn, "<\(replyName)>: \(replyClass) rejected: undeliverable address: \(why)")
+        }
     }
 }

@@ -74,6 +74,11 @@ final class Settings {
     let plaintextCode: Int
     let unknownHeloTempfail: TempfailAction
     let unknownAddressTempfail: TempfailAction
+    /// reject_unverified_sender and reject_unverified_recipient.
+    let unverifiedSender: Unverified
+    let unverifiedRecipient: Unverified
+    let verifyPollCount: Int
+    let verifyPollDelay: Int
     let showUnknownTable: Bool
     let allowUntrustedRouting: Bool
     let rejectUnlistedSender: Bool
@@ -188,6 +193,10 @@ final class Settings {
                                              parameter: "unknown_helo_hostname_tempfail_action")
         unknownAddressTempfail = TempfailAction(config.string("unknown_address_tempfail_action"),
                                                 parameter: "unknown_address_tempfail_action")
+        unverifiedSender = Unverified(config, "sender")
+        unverifiedRecipient = Unverified(config, "recipient")
+        verifyPollCount = config.int("address_verify_poll_count")
+        verifyPollDelay = config.time("address_verify_poll_delay")
         showUnknownTable = config.bool("show_user_unknown_table_name")
         allowUntrustedRouting = config.bool("allow_untrusted_routing")
         rejectUnlistedSender = config.bool("smtpd_reject_unlisted_sender")
@@ -352,5 +361,21 @@ final class Settings {
             }
         }
         return out
+    }
+}
+
+/// unverified_{sender,recipient}_{defer_code,reject_code,reject_reason,tempfail_action}.
+struct Unverified {
+    let deferCode: Int
+    let rejectCode: Int
+    let reason: String
+    let tempfail: TempfailAction
+
+    init(_ config: MailConfig, _ what: String) {
+        deferCode = config.int("unverified_\(what)_defer_code")
+        rejectCode = config.int("unverified_\(what)_reject_code")
+        reason = config.string("unverified_\(what)_reject_reason")
+        tempfail = TempfailAction(config.string("unverified_\(what)_tempfail_action"),
+                                  parameter: "unverified_\(what)_tempfail_action")
     }
 }

@@ -60,7 +60,7 @@ import postfixproto as pp  # noqa: E402
 
 HOMES = "/var/tmp/swallow-homes"
 USERS = ("swtalice", "swtbob", "swtcarol")
-DELIVERY = ("qmgr", "local", "bounce", "error", "discard", "virtual", "pipe", "pickup", "flush", "smtp", "lmtp", "scache")
+DELIVERY = ("qmgr", "local", "bounce", "error", "discard", "virtual", "pipe", "pickup", "flush", "smtp", "lmtp", "scache", "verify")
 
 MAIN_CF = """myhostname = mx.example.com
 mydomain = example.com
@@ -106,6 +106,7 @@ def master_cf(port, ref, extra=()):
              f"mailbox unix - n n - - {p}local",
              f"virtual unix - n n - - {p}virtual",
              f"scache unix - - n - 1 {p}scache",
+             f"verify unix - - n - 1 {p}verify",
              "smtp unix - - n - - error"]
     names = {l.split()[0] for l in extra if l.strip()}
     lines = [l for l in lines if l.split()[0] not in names]

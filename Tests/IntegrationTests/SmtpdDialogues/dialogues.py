@@ -18,6 +18,8 @@ Scenario syntax (one directive a line; "#" lines are comments):
   file NAME            the following lines, up to "end", become files/NAME
   service LINE         a master.cf line of the scenario's own (a rewrite service with other
                        settings, say); NAME- in it stands for the scenario's prefix
+  postmap TYPE:NAME    build files/NAME into a TYPE table (owned by mail_owner, which may
+                       then update it)
   cleanup NAME=VALUE   a cleanup option: the scenario gets cleanup services of its own
   client ADDRESS       connect from this loopback address (default 127.0.0.1)
   early                do not wait for the greeting before the first send
@@ -28,7 +30,7 @@ Scenario syntax (one directive a line; "#" lines are comments):
   sleep SECONDS
   close                read until the server closes the connection
 """
-import argparse, difflib, os, re, socket, sys, threading, time
+import argparse, difflib, glob, grp, os, pwd, re, socket, subprocess, sys, threading, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "..", "Support"))
@@ -127,6 +129,7 @@ class Scenario:
         self.name = os.path.basename(path)[:-len(".dialogue")]
         self.options, self.files, self.steps, self.services = [], {}, [], []
         self.cleanup_options = []
+        self.postmaps = []
         self.client, self.early = "127.0.0.1", False
         lines = open(path, encoding="utf-8").read().split("\n")
         i = 0
@@ -144,6 +147,9 @@ class Scenario:
                     i += 1
                 i += 1
                 self.files[f"{self.name}-{line[5:].strip()}"] = "\n".join(body) + "\n"
+            elif line.startswith("postmap "):
+                kind, _, name = line[8:].strip().partition(":")
+                self.postmaps.append((kind, f"{self.name}-{name}"))
             elif line.startswith("cleanup "):
                 self.cleanup_options.append(line[8:].strip())
             elif line.startswith("service "):
@@ -344,6 +350,11 @@ def main():
                                  ref_programs=("smtpd", "cleanup") if args.reference else (),
                                  dns=open(f"{HERE}/zone").read(), files=files)
     failures = []
+    for scn in scenarios:
+        for kind, name in scn.postmaps:
+            subprocess.run([f"{args.build}/postmap", "-c", inst.etc, f"{kind}:{inst.root}/files/{name}"], check=True)
+            for f in glob.glob(f"{inst.root}/files/{name}.*"):
+                os.chown(f, pwd.getpwnam("postfix").pw_uid, grp.getgrnam("postfix").gr_gid)
     try:
         inst.start(wait_for=f"public/{scenarios[-1].name}-cleanup")
         results = {}
