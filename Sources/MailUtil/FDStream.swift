@@ -59,6 +59,17 @@ public struct Line: Sendable, Equatable {
     }
 }
 
+/// What a stream reads and writes through instead of the descriptor itself (TLS).
+/// Both return what read(2) and write(2) would, with errno EAGAIN when the transport
+/// must wait: for the descriptor to become writable when `wantsWrite`, else readable.
+public protocol StreamTransport: AnyObject {
+    func read(_ buffer: UnsafeMutableRawPointer, _ count: Int) -> Int
+    func write(_ buffer: UnsafeRawPointer, _ count: Int) -> Int
+    var wantsWrite: Bool { get }
+    /// Input the transport already holds (readable without waiting).
+    var pendingInput: Int { get }
+}
+
 /// A buffered stream over a file descriptor. Reads and writes wait at most `timeout`
 /// seconds for each system call, and never past `deadline` when one is set.
 /// Not thread-safe.
@@ -86,6 +97,8 @@ public final class FDStream {
     private var sawEOF = false
     private var wbuf: [UInt8] = []
     private let writeThreshold = 8192
+    /// Reads and writes go through this when set (after STARTTLS, say).
+    public var transport: StreamTransport?
 
     public init(fd: Int32, writeFD: Int32? = nil, timeout: Int? = nil, closeOnDeinit: Bool = false,
                 bufferSize: Int = 8192) {
@@ -272,6 +285,27 @@ public final class FDStream {
                 grow(to: rcap * 2)
             }
         }
+        if let t = transport {
+            if t.pendingInput == 0 { try wait(forWriting: false) }
+            while true {
+                let n = t.read(rbuf + rend, min(rcap - rend, maxReadSize))
+                if n > 0 {
+                    rend += n
+                    bytesRead += UInt64(n)
+                    return n
+                }
+                if n == 0 {
+                    sawEOF = true
+                    return 0
+                }
+                if errno == EINTR { continue }
+                if errno == EAGAIN {
+                    try wait(forWriting: t.wantsWrite)
+                    continue
+                }
+                throw StreamError.system(.current("read"))
+            }
+        }
         try wait(forWriting: false)
         while true {
             let n = Glibc.read(fd, rbuf + rend, min(rcap - rend, maxReadSize))
@@ -325,6 +359,13 @@ public final class FDStream {
         if wbuf.count >= writeThreshold { try flush() }
     }
 
+    /// Drops input read but not yet taken (what a client sent before STARTTLS completed
+    /// must not count as sent over TLS).
+    public func purgeInput() {
+        rpos = 0
+        rend = 0
+    }
+
     /// Bytes written but not yet flushed.
     public var pendingOutputCount: Int { wbuf.count }
 
@@ -334,16 +375,21 @@ public final class FDStream {
         defer {
             if off > 0 { wbuf.removeFirst(off) }
         }
+        var waitForReading = false
         while off < wbuf.count {
-            try wait(forWriting: true)
+            try wait(forWriting: !waitForReading)
+            waitForReading = false
             let n = wbuf.withUnsafeBytes { raw in
-                Glibc.write(writeFD, raw.baseAddress! + off, raw.count - off)
+                if let t = transport { return t.write(raw.baseAddress! + off, raw.count - off) }
+                return Glibc.write(writeFD, raw.baseAddress! + off, raw.count - off)
             }
-            if n >= 0 {
+            if n > 0 || (n == 0 && transport == nil) {
                 off += n
                 bytesWritten += UInt64(n)
                 continue
             }
+            if n == 0 { throw StreamError.system(SystemError(errno: EPIPE, "write")) }
+            if errno == EAGAIN, let t = transport { waitForReading = !t.wantsWrite }
             if errno == EINTR || errno == EAGAIN { continue }
             throw StreamError.system(.current("write"))
         }

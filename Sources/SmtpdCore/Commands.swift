@@ -86,6 +86,7 @@ extension Session {
         offer(.size, s.messageSizeLimit > 0 ? "SIZE \(s.messageSizeLimit)" : "SIZE")
         if !s.disableVRFY { offer(.vrfy, "VRFY") }
         offer(.etrn, "ETRN")
+        if tls == nil && s.tlsLevel > .none && !s.standalone { offer(.starttls, "STARTTLS") }
         offer(.enhancedStatusCodes, "ENHANCEDSTATUSCODES")
         offer(.eightBitMIME, "8BITMIME")
         offer(.dsn, "DSN")
@@ -119,6 +120,9 @@ extension Session {
         if s.heloRequired && helo == nil { return fail("503 5.5.1 Error: send HELO/EHLO first", .policy) }
         if sender != nil { return fail("503 5.5.1 Error: nested MAIL command") }
         if bdat != .none { return fail("503 5.5.1 Error: MAIL after BDAT") }
+        if s.tlsLevel == .encrypt && tls == nil && !s.standalone {
+            return fail("530 5.7.0 Must issue a STARTTLS command first", .policy)
+        }
         guard argv.count >= 3, argv[1].text.lowercased() == "from:" else {
             return fail("501 5.5.4 Syntax: MAIL FROM:<address>")
         }

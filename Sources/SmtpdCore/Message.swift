@@ -160,7 +160,14 @@ extension Session {
     func receivedHeader() -> [String] {
         let rfcAddr = family == AF_INET6 ? "IPv6:" + addr : addr
         var lines = ["Received: from \(helo ?? name) (\(name) [\(rfcAddr)])"]
-        let proto = smtputf8Requested && protocolName == "ESMTP" ? "UTF8SMTP" : protocolName
+        var proto = smtputf8Requested && protocolName == "ESMTP" ? "UTF8SMTP" : protocolName
+        if let t = tls {
+            if proto.uppercased() == "ESMTP" || proto == "UTF8SMTP" { proto += "S" }
+            if s.tlsReceivedHeader {
+                lines += t.receivedText.map { "\t" + $0 }
+                lines.append("\t(No client certificate requested)")
+            }
+        }
         let date = MailDate.format(arrival.tv_sec)
         if rcptCount == 1, let r = recipient {
             lines.append("\tby \(s.myhostname) (\(s.mailName)) with \(proto) id \(queueID ?? "")")

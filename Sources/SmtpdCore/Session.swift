@@ -7,6 +7,7 @@ import Glibc
 import MailUtil
 import MailGlobal
 import MailDict
+import MailTLS
 
 final class Session {
     let s: Settings
@@ -45,6 +46,8 @@ final class Session {
     var hungUp = false
     /// smtpd_discard_ehlo_keywords, as a mask of EHLO keywords.
     var ehloDiscard: EHLOMask = []
+    /// The TLS session, after STARTTLS or in wrapper mode.
+    var tls: TLSSession?
 
     // Transaction.
     var sender: String?
@@ -160,6 +163,18 @@ final class Session {
 
     func run() {
         Msg.info("connect from \(namaddr)")
+        // smtpd_tls_wrappermode: TLS from the first byte (port 465, "submissions").
+        if s.tlsWrapper && !s.standalone {
+            guard let ctx = s.tlsContext else {
+                Msg.warn("Wrapper-mode request dropped from \(namaddr) for service \(config.serviceName). TLS context initialization failed. For details see earlier warnings in your logs.")
+                Msg.info("disconnect from \(namaddr)\(countsText())")
+                return
+            }
+            guard startTLS(ctx) else {
+                Msg.info("disconnect from \(namaddr)\(countsText())")
+                return
+            }
+        }
         // A client that talks before the greeting does not wait for replies.
         if !s.standalone { detectPipelining(after: Where.connect) }
         if done {
@@ -201,10 +216,46 @@ final class Session {
             command(line.bytes)
         }
         flush()
+        tls?.shutdown()
         logEarlyEnd()
         chatReset(0)
         abortTransaction()
         Msg.info("disconnect from \(namaddr)\(countsText())")
+    }
+
+    /// smtpd_start_tls: the handshake; what the client sent before it is dropped (no
+    /// command injection into the TLS session). False when it failed.
+    func startTLS(_ ctx: TLSServerContext) -> Bool {
+        stream.purgeInput()
+        guard let t = ctx.accept(fd: stream.fd, timeout: s.starttlsTimeout, peer: namaddr) else {
+            return false
+        }
+        tls = t
+        stream.transport = t
+        return true
+    }
+
+    /// STARTTLS (RFC 3207).
+    func starttlsCommand(_ argv: [SMTPToken]) -> Bool {
+        if argv.count != 1 { return fail("501 5.5.4 Syntax: STARTTLS") }
+        if tls != nil { return fail("554 5.5.1 Error: TLS already active") }
+        if s.tlsLevel == .none || ehloDiscard.contains(.starttls) || s.standalone {
+            return fail("502 5.5.1 Error: command not implemented")
+        }
+        guard let ctx = s.tlsContext else {
+            return fail("454 4.7.0 TLS not available due to local problem", .software)
+        }
+        reply("220 2.0.0 Ready to start TLS")
+        flush()
+        // The session starts over: a new EHLO, a new transaction.
+        helo = nil
+        abortTransaction()
+        if !startTLS(ctx) {
+            reason = "lost connection"
+            done = true
+            return false
+        }
+        return true
     }
 
     /// "timeout after DATA (123 bytes) from ...", unless the client simply left after
@@ -268,9 +319,8 @@ final class Session {
         Command(name: "EHLO", junk: true, last: true) { $0.heloCommand($1, extended: true) },
         Command(name: "XCLIENT", junk: true, last: false) { s, _ in s.xclientCommand() },
         Command(name: "XFORWARD", junk: true, last: false) { s, _ in s.xclientCommand() },
-        Command(name: "STARTTLS", junk: false, last: true) { s, _ in
-            s.fail("502 5.5.1 Error: command not implemented")
-        },
+        // Not "last": what is pipelined after it is dropped unseen, as in Postfix.
+        Command(name: "STARTTLS", junk: false, last: false) { $0.starttlsCommand($1) },
         Command(name: "AUTH", junk: false, last: true) { s, _ in
             s.fail("503 5.5.1 Error: authentication not enabled")
         },

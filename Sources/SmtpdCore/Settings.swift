@@ -4,6 +4,7 @@
 import Glibc
 import MailUtil
 import MailGlobal
+import MailTLS
 import MailDict
 
 /// smtpd_forbid_bare_newline.
@@ -78,6 +79,12 @@ final class Settings {
     let unverifiedSender: Unverified
     let unverifiedRecipient: Unverified
     let verifyPollCount: Int
+    /// TLS (smtpd_tls_security_level and friends).
+    let tlsLevel: TLSLevel
+    let tlsWrapper: Bool
+    let tlsReceivedHeader: Bool
+    let starttlsTimeout: Int
+    var tlsContext: TLSServerContext?
     let verifyPollDelay: Int
     let showUnknownTable: Bool
     let allowUntrustedRouting: Bool
@@ -196,6 +203,10 @@ final class Settings {
         unverifiedSender = Unverified(config, "sender")
         unverifiedRecipient = Unverified(config, "recipient")
         verifyPollCount = config.int("address_verify_poll_count")
+        tlsLevel = TLSLevel.server(config)
+        tlsWrapper = config.bool("smtpd_tls_wrappermode")
+        tlsReceivedHeader = config.bool("smtpd_tls_received_header")
+        starttlsTimeout = config.time("smtpd_starttls_timeout")
         verifyPollDelay = config.time("address_verify_poll_delay")
         showUnknownTable = config.bool("show_user_unknown_table_name")
         allowUntrustedRouting = config.bool("allow_untrusted_routing")

@@ -303,6 +303,63 @@ struct SmtpdTests {
         #expect(size.count == 6 && size[5] & 1 == 1, "SMTPUTF8 is in the queue file's send options")
     }
 
+    /// STARTTLS with the clients people use: swaks --tls, openssl s_client -starttls smtp,
+    /// Python's smtplib; the message says it came over TLS (ESMTPS).
+    @Test func starttlsWithRealClients() throws {
+        let port = freePort()
+        let dir = "/tmp/swallow-tls-\(getpid())"
+        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let gen = Instance.run("/usr/bin/openssl", ["req", "-x509", "-nodes", "-days", "2", "-subj", "/CN=test.example.com",
+                                                    "-newkey", "rsa:2048", "-keyout", dir + "/key.pem", "-out", dir + "/cert.pem"])
+        try #require(gen.status == 0, "\(gen.stderr)")
+        let inst = try instance("smtpd_tls_security_level = may\nsmtpd_tls_cert_file = \(dir)/cert.pem\n" +
+                                "smtpd_tls_key_file = \(dir)/key.pem\nsmtpd_tls_loglevel = 1\n", port: port)
+        func queuedFiles() -> [String] {
+            ((try? FileManager.default.contentsOfDirectory(atPath: inst.queueDirectory + "/incoming")) ?? []).sorted()
+        }
+        if FileManager.default.isExecutableFile(atPath: "/usr/bin/swaks") {
+            let r = Instance.run("/usr/bin/swaks", ["--server", "127.0.0.1", "--port", String(port), "--tls",
+                                                   "--from", "sender@example.org", "--to", "alice@test.example.com",
+                                                   "--header", "Subject: swaks over TLS"])
+            #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+            #expect(r.stdout.contains("<-  220 2.0.0 Ready to start TLS"), "\(r.stdout)")
+            #expect(r.stdout.contains("=== TLS started with cipher TLSv1.3"), "\(r.stdout)")
+            let id = try #require(queuedFiles().first)
+            let texts = queueFile(inst, id).map { "\($0.type)\($0.text)" }
+            #expect(texts.contains("N\tby test.example.com (Swallow) with ESMTPS id \(id)"), "\(texts)")
+            inst.expectLog("Anonymous TLS connection established from localhost[127.0.0.1]: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)")
+        } else {
+            print("skipped swaks: /usr/bin/swaks is not installed")
+        }
+        let input = inst.root + "/s_client.in"
+        try "EHLO openssl.example.org\r\nQUIT\r\n".write(toFile: input, atomically: true, encoding: .utf8)
+        let o = Instance.run("/bin/sh", ["-c", "/usr/bin/openssl s_client -starttls smtp -connect 127.0.0.1:\(port) -quiet -crlf < \(input)"])
+        #expect(o.stdout.contains("250-test.example.com") && !o.stdout.contains("STARTTLS") && o.stdout.contains("221 2.0.0 Bye"),
+                "\(o.stdout)\(o.stderr)")
+        let script = """
+        import smtplib, ssl
+        c = smtplib.SMTP("127.0.0.1", \(port))
+        c.ehlo("python.example.org")
+        assert c.has_extn("starttls")
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        c.starttls(context=ctx)
+        c.ehlo("python.example.org")
+        assert not c.has_extn("starttls")
+        c.sendmail("sender@example.org", ["bob@test.example.com"], b"Subject: smtplib over TLS\\r\\n\\r\\nbody\\r\\n")
+        c.quit()
+        """
+        let path = inst.root + "/tls.py"
+        try script.write(toFile: path, atomically: true, encoding: .utf8)
+        let before = Set(queuedFiles())
+        let p = Instance.run("/usr/bin/python3", [path])
+        #expect(p.status == 0, "\(p.stdout)\(p.stderr)")
+        let id = try #require(Set(queuedFiles()).subtracting(before).first)
+        #expect(queueFile(inst, id).map { "\($0.type)\($0.text)" }.contains("NSubject: smtplib over TLS"))
+    }
+
     /// A session with a software error (a restriction the server does not know) sends the
     /// postmaster its transcript (notify_classes = resource, software).
     @Test func postmasterGetsTheTranscriptOfAFailedSession() throws {

@@ -18,11 +18,14 @@ Scenario syntax (one directive a line; "#" lines are comments):
   file NAME            the following lines, up to "end", become files/NAME
   service LINE         a master.cf line of the scenario's own (a rewrite service with other
                        settings, say); NAME- in it stands for the scenario's prefix
-  postmap TYPE:NAME    build files/NAME into a TYPE table (owned by mail_owner, which may
-                       then update it)
+  postmap TYPE:NAME    build files/NAME into a TYPE table in files/pf/ (@DIR@/pf/NAME-...),
+                       a directory of mail_owner's, which may then update it
   cleanup NAME=VALUE   a cleanup option: the scenario gets cleanup services of its own
   client ADDRESS       connect from this loopback address (default 127.0.0.1)
   early                do not wait for the greeting before the first send
+  tlswrap              TLS from the start (smtpd_tls_wrappermode)
+  tls [VERSION]        the TLS handshake (after "> STARTTLS"), at most VERSION (TLSv1.2);
+                       the certificates are @DIR@/tls-rsa.pem and @DIR@/tls-ec.pem
   > TEXT               send TEXT and CRLF, then read one reply
   | TEXT               send TEXT and CRLF without reading a reply
   = PYTHON-BYTES       send raw bytes written as a Python bytes literal body (b"..." inside)
@@ -30,7 +33,7 @@ Scenario syntax (one directive a line; "#" lines are comments):
   sleep SECONDS
   close                read until the server closes the connection
 """
-import argparse, difflib, glob, grp, os, pwd, re, socket, subprocess, sys, threading, time
+import argparse, difflib, glob, grp, os, pwd, re, shutil, socket, ssl, subprocess, sys, threading, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "..", "Support"))
@@ -130,7 +133,7 @@ class Scenario:
         self.options, self.files, self.steps, self.services = [], {}, [], []
         self.cleanup_options = []
         self.postmaps = []
-        self.client, self.early = "127.0.0.1", False
+        self.client, self.early, self.tlswrap = "127.0.0.1", False, False
         lines = open(path, encoding="utf-8").read().split("\n")
         i = 0
         while i < len(lines):
@@ -158,6 +161,8 @@ class Scenario:
                 self.client = line[7:].strip()
             elif line.strip() == "early":
                 self.early = True
+            elif line.strip() == "tlswrap":
+                self.tlswrap = True
             else:
                 self.steps.append(line)
 
@@ -215,7 +220,25 @@ def converse(scn, port):
     s.bind((scn.client, 0))
     s.connect(("127.0.0.1", port))
     buf = [b""]
-    alive = scn.early or read_reply(s, buf, out, timeout=5)
+
+    def handshake(sock, version=None):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        if version == "TLSv1.2":
+            ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            t = ctx.wrap_socket(sock)
+        except (ssl.SSLError, OSError) as e:
+            out.append(f"(TLS handshake failed: {type(e).__name__})")
+            return sock, False
+        out.append(f"(TLS: {t.version()})")
+        return t, True
+
+    alive = True
+    if scn.tlswrap:
+        s, alive = handshake(s)
+    alive = alive and (scn.early or read_reply(s, buf, out, timeout=5))
     for step in scn.steps:
         if not alive:
             break
@@ -232,6 +255,8 @@ def converse(scn, port):
                 s.sendall(eval('b"' + step[2:] + '"'))
             elif step == "<":
                 alive = read_reply(s, buf, out)
+            elif step == "tls" or step.startswith("tls "):
+                s, alive = handshake(s, step[4:].strip() or None)
             elif step.startswith("sleep "):
                 time.sleep(float(step[6:]))
             elif step == "close":
@@ -321,6 +346,16 @@ def transcript(inst, scn, port, tag):
     return normalise(replies + logs + files)
 
 
+def make_certificates(d):
+    """A self-signed RSA and an ECDSA key and certificate, each in one PEM file."""
+    for name, args in (("tls-rsa", ["-newkey", "rsa:2048"]), ("tls-ec", ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])):
+        subprocess.run(["openssl", "req", "-x509", "-nodes", "-days", "30", "-subj", "/CN=mx.example.com",
+                        "-keyout", f"{d}/{name}.key", "-out", f"{d}/{name}.crt"] + args, check=True, capture_output=True)
+        with open(f"{d}/{name}.pem", "w") as f:
+            f.write(open(f"{d}/{name}.key").read() + open(f"{d}/{name}.crt").read())
+        os.chmod(f"{d}/{name}.pem", 0o600)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("build")
@@ -338,6 +373,9 @@ def main():
               "rewrite unix - - n - - trivial-rewrite\n"
               "proxymap unix - - n - - proxymap\n"
               "postlog unix-dgram n - n - 1 postlogd\n")
+    if args.reference:
+        # The reference smtpd gets its TLS entropy and session keys from tlsmgr.
+        master += "tlsmgr unix - - n 1000? 1 ref-tlsmgr\n"
     ports = []
     for i, scn in enumerate(scenarios):
         files.update(scn.files)
@@ -347,14 +385,21 @@ def main():
         master += "".join(l + "\n" for l in scn.services)
         master += text if args.reference else "".join(l + "\n" for l in text.split("\n") if l and "ref-" not in l)
     inst = mailinstance.Instance(args.build, MAIN_CF, master, reference=args.reference,
-                                 ref_programs=("smtpd", "cleanup") if args.reference else (),
+                                 ref_programs=("smtpd", "cleanup", "tlsmgr") if args.reference else (),
                                  dns=open(f"{HERE}/zone").read(), files=files)
     failures = []
+    make_certificates(f"{inst.root}/files")
     for scn in scenarios:
         for kind, name in scn.postmaps:
-            subprocess.run([f"{args.build}/postmap", "-c", inst.etc, f"{kind}:{inst.root}/files/{name}"], check=True)
-            for f in glob.glob(f"{inst.root}/files/{name}.*"):
-                os.chown(f, pwd.getpwnam("postfix").pw_uid, grp.getgrnam("postfix").gr_gid)
+            # Into files/pf/, a directory of mail_owner's (verify keeps tables elsewhere).
+            pf = f"{inst.root}/files/pf"
+            owner = (pwd.getpwnam("postfix").pw_uid, grp.getgrnam("postfix").gr_gid)
+            os.makedirs(pf, exist_ok=True)
+            os.chown(pf, *owner)
+            shutil.copy(f"{inst.root}/files/{name}", f"{pf}/{name}")
+            subprocess.run([f"{args.build}/postmap", "-c", inst.etc, f"{kind}:{pf}/{name}"], check=True)
+            for f in glob.glob(f"{pf}/{name}*"):
+                os.chown(f, *owner)
     try:
         inst.start(wait_for=f"public/{scenarios[-1].name}-cleanup")
         results = {}
@@ -404,6 +449,8 @@ def main():
             inst.stop()
             print("instance kept in", inst.root)
         else:
+            if os.environ.get("KEEP_LOG"):
+                print(inst.read_log())
             inst.cleanup()
     if args.record:
         print(f"recorded {len(scenarios)} transcripts")

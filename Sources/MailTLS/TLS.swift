@@ -1,0 +1,357 @@
+// MailTLS: TLS for the SMTP server (and later the client) over OpenSSL: a server context
+// made from the smtpd_tls_* parameters (certificate chains, RSA and ECDSA together,
+// protocols, cipher grades and exclusions, CA files), and a session on a connected
+// descriptor that an FDStream reads and writes through once the handshake is done.
+// Mirrors Postfix tls/tls_server.c, tls_certkey.c, tls_protocols.c, tls_misc.c
+// (cipher grades, the summary log line).
+import Glibc
+import COpenSSL
+import MailUtil
+import MailGlobal
+
+public enum TLSLevel: Int, Comparable, Sendable {
+    case none, may, encrypt
+
+    public static func < (a: TLSLevel, b: TLSLevel) -> Bool { a.rawValue < b.rawValue }
+
+    /// smtpd_tls_security_level, or the old smtpd_use_tls / smtpd_enforce_tls when empty.
+    public static func server(_ config: MailConfig, prefix: String = "smtpd") -> TLSLevel {
+        let v = config.string("\(prefix)_tls_security_level").lowercased()
+        switch v {
+        case "": return config.bool("\(prefix)_enforce_tls") ? .encrypt : config.bool("\(prefix)_use_tls") ? .may : .none
+        case "none": return .none
+        case "may": return .may
+        case "encrypt": return .encrypt
+        default:
+            Msg.warn("\(prefix)_tls_security_level: unknown TLS security level \"\(v)\" -- using \"none\"")
+            return .none
+        }
+    }
+}
+
+/// The OpenSSL error queue as Postfix logs it ("TLS library problem: ...").
+func logOpenSSLErrors() {
+    while true {
+        var file: UnsafePointer<CChar>?
+        var line: Int32 = 0
+        var data: UnsafePointer<CChar>?
+        var flags: Int32 = 0
+        let e = ERR_get_error_all(&file, &line, nil, &data, &flags)
+        if e == 0 { break }
+        var buf = [CChar](repeating: 0, count: 256)
+        ERR_error_string_n(e, &buf, buf.count)
+        let where_ = file.map { String(cString: $0) } ?? ""
+        let extra = flags & ERR_TXT_STRING != 0 ? data.map { String(cString: $0) } ?? "" : ""
+        Msg.warn("TLS library problem: \(String(cString: buf)):\(where_):\(line):\(extra)")
+    }
+}
+
+public final class TLSServerContext {
+    let ctx: OpaquePointer
+    public let logLevel: Int
+
+    deinit { SSL_CTX_free(ctx) }
+
+    /// tls_set_protocols: the protocol list (">=TLSv1", "!SSLv2, !SSLv3", ...) as the
+    /// range and holes of enabled versions; nil for a bad list.
+    static func protocols(_ text: String) -> (min: Int32, max: Int32, disabled: UInt64)? {
+        let names: [(String, Int32)] = [("SSLv3", SSL3_VERSION), ("TLSv1", TLS1_VERSION), ("TLSv1.1", TLS1_1_VERSION),
+                                        ("TLSv1.2", TLS1_2_VERSION), ("TLSv1.3", TLS1_3_VERSION)]
+        var include: Set<Int32> = []
+        var exclude: Set<Int32> = []
+        var lo = TLS1_VERSION, hi = TLS1_3_VERSION
+        for w in Tokens.split(text, separators: Array(" \t\n\r,:".utf8)) {
+            var word = Substring(w)
+            if word.hasPrefix(">=") || word.hasPrefix("<=") {
+                let ge = word.hasPrefix(">=")
+                word = word.dropFirst(2)
+                guard let v = names.first(where: { $0.0.lowercased() == word.lowercased() })?.1 else { return nil }
+                if ge { lo = max(lo, v) } else { hi = min(hi, v) }
+                continue
+            }
+            let neg = word.hasPrefix("!")
+            if neg { word = word.dropFirst() }
+            if word.lowercased() == "sslv2" { continue }
+            guard let v = names.first(where: { $0.0.lowercased() == word.lowercased() })?.1 else { return nil }
+            if neg { exclude.insert(v) } else { include.insert(v) }
+        }
+        var enabled = names.map { $0.1 }.filter { $0 >= lo && $0 <= hi && $0 != SSL3_VERSION }
+        if !include.isEmpty { enabled = enabled.filter { include.contains($0) } }
+        enabled = enabled.filter { !exclude.contains($0) }
+        guard let mn = enabled.min(), let mx = enabled.max() else { return (0, 0, ~0) }
+        var disabled: UInt64 = 0
+        let ops: [(Int32, UInt64)] = [(TLS1_VERSION, cssl_op_no_tlsv1()), (TLS1_1_VERSION, cssl_op_no_tlsv1_1()),
+                                      (TLS1_2_VERSION, cssl_op_no_tlsv1_2()), (TLS1_3_VERSION, cssl_op_no_tlsv1_3())]
+        for (v, op) in ops where v > mn && v < mx && !enabled.contains(v) { disabled |= op }
+        return (mn, mx, disabled)
+    }
+
+    /// tls_set_ciphers: a grade (high, medium, low, export, null) and its exclusions.
+    static func cipherList(_ config: MailConfig, grade: String, exclude: String) -> String? {
+        let g = grade.lowercased()
+        guard ["high", "medium", "low", "export", "null"].contains(g) else { return nil }
+        var list = config.string("tls_\(g)_cipherlist")
+        for x in Tokens.split(exclude, separators: Array(" \t\n\r,:".utf8)) { list += ":!" + x }
+        return list
+    }
+
+    /// The context for smtpd (prefix "smtpd"); nil, with the reason logged, when the
+    /// keys and certificates cannot be used ("disabling TLS support").
+    public init?(config: MailConfig, prefix: String, level: TLSLevel) {
+        guard let c = SSL_CTX_new(TLS_server_method()) else {
+            logOpenSSLErrors()
+            return nil
+        }
+        ctx = c
+        logLevel = Int(config.string("\(prefix)_tls_loglevel")) ?? 0
+        let mandatory = level >= .encrypt
+        _ = SSL_CTX_set_options(c, cssl_op_no_compression() | cssl_op_no_sslv3())
+        if config.bool("tls_preempt_cipherlist") { _ = SSL_CTX_set_options(c, cssl_op_cipher_server_preference()) }
+        let protoText = config.string(mandatory ? "\(prefix)_tls_mandatory_protocols" : "\(prefix)_tls_protocols")
+        guard let p = Self.protocols(protoText) else {
+            Msg.warn("Invalid TLS protocol list \"\(protoText)\": disabling TLS support")
+            return nil
+        }
+        if p.max == 0 {
+            Msg.warn("\(mandatory ? "\(prefix)_tls_mandatory_protocols" : "\(prefix)_tls_protocols"): all protocols disabled: disabling TLS support")
+            return nil
+        }
+        _ = cssl_ctx_set_min_proto_version(c, p.min)
+        _ = cssl_ctx_set_max_proto_version(c, p.max)
+        if p.disabled != 0 { _ = SSL_CTX_set_options(c, p.disabled) }
+        let grade = config.string(mandatory ? "\(prefix)_tls_mandatory_ciphers" : "\(prefix)_tls_ciphers")
+        var exclude = config.string("\(prefix)_tls_exclude_ciphers")
+        if mandatory { exclude += " " + config.string("\(prefix)_tls_mandatory_exclude_ciphers") }
+        guard let list = Self.cipherList(config, grade: grade, exclude: exclude), SSL_CTX_set_cipher_list(c, list) == 1 else {
+            logOpenSSLErrors()
+            Msg.warn("invalid cipher grade or cipher list \"\(grade)\": disabling TLS support")
+            return nil
+        }
+        // CA certificates for client certificates (and the chain sent with ours).
+        let caFile = config.string("\(prefix)_tls_CAfile"), caPath = config.string("\(prefix)_tls_CApath")
+        if !caFile.isEmpty || !caPath.isEmpty {
+            if SSL_CTX_load_verify_locations(c, caFile.isEmpty ? nil : caFile, caPath.isEmpty ? nil : caPath) != 1 {
+                logOpenSSLErrors()
+                Msg.warn("cannot load Certification Authority data, CAfile=\"\(caFile)\", CApath=\"\(caPath)\": disabling TLS support")
+                return nil
+            }
+        }
+        // Keys and certificates: the chain files, else the RSA, DSA and ECDSA pairs.
+        let chains = Tokens.split(config.string("\(prefix)_tls_chain_files"), separators: Array(" \t\n\r,".utf8))
+        var loaded = 0
+        if !chains.isEmpty {
+            for f in chains {
+                guard Self.readable(f) else { return nil }
+                guard SSL_CTX_use_certificate_chain_file(c, f) == 1, SSL_CTX_use_PrivateKey_file(c, f, SSL_FILETYPE_PEM) == 1 else {
+                    logOpenSSLErrors()
+                    Msg.warn("error loading private keys and certificates from: \(f): disabling TLS support")
+                    return nil
+                }
+                loaded += 1
+            }
+        } else {
+            for (kind, cert, key) in [("RSA", "cert", "key"), ("DSA", "dcert", "dkey"), ("ECDSA", "eccert", "eckey")] {
+                let certFile = config.string("\(prefix)_tls_\(cert)_file")
+                guard !certFile.isEmpty else { continue }
+                var keyFile = config.string("\(prefix)_tls_\(key)_file")
+                if keyFile.isEmpty { keyFile = certFile }
+                guard Self.readable(certFile), keyFile == certFile || Self.readable(keyFile) else { return nil }
+                guard SSL_CTX_use_certificate_chain_file(c, certFile) == 1 else {
+                    logOpenSSLErrors()
+                    Msg.warn("cannot get \(kind) certificate from file \"\(certFile)\": disabling TLS support")
+                    return nil
+                }
+                guard SSL_CTX_use_PrivateKey_file(c, keyFile, SSL_FILETYPE_PEM) == 1 else {
+                    logOpenSSLErrors()
+                    Msg.warn("cannot get \(kind) private key from file \"\(keyFile)\": disabling TLS support")
+                    return nil
+                }
+                guard SSL_CTX_check_private_key(c) == 1 else {
+                    logOpenSSLErrors()
+                    Msg.warn("\(kind) private key in \(keyFile) does not match public key in \(certFile): disabling TLS support")
+                    return nil
+                }
+                loaded += 1
+            }
+        }
+        if loaded == 0 {
+            Msg.warn("No server certs available. TLS won't be enabled")
+            return nil
+        }
+        // Postfix has no server-side session cache without a database; tickets stay on.
+        _ = cssl_ctx_set_session_cache_mode(c, Int(SSL_SESS_CACHE_OFF))
+    }
+
+    /// A key or certificate file that cannot be opened, as Postfix 3.7 reports it.
+    static func readable(_ path: String) -> Bool {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 {
+            Msg.warn("error opening chain file: \(path): \(errnoText(errno))")
+            return false
+        }
+        close(fd)
+        return true
+    }
+
+    /// tls_server_start: the handshake on `fd` (made non-blocking), at most `timeout`
+    /// seconds; nil when it failed (logged as Postfix does).
+    public func accept(fd: Int32, timeout: Int, peer: String) -> TLSSession? {
+        guard let ssl = SSL_new(ctx) else {
+            logOpenSSLErrors()
+            return nil
+        }
+        let flags = fcntl(fd, F_GETFL)
+        _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK)
+        SSL_set_fd(ssl, fd)
+        let session = TLSSession(ssl: ssl, fd: fd)
+        let deadline = monotonicNanos() + UInt64(max(timeout, 1)) * 1_000_000_000
+        while true {
+            let r = SSL_accept(ssl)
+            if r == 1 { break }
+            let err = SSL_get_error(ssl, r)
+            let waitWrite: Bool
+            switch err {
+            case SSL_ERROR_WANT_READ: waitWrite = false
+            case SSL_ERROR_WANT_WRITE: waitWrite = true
+            default:
+                let e = ERR_peek_error()
+                if err == SSL_ERROR_SYSCALL && e == 0 {
+                    Msg.info("SSL_accept error from \(peer): lost connection")
+                } else {
+                    Msg.info("SSL_accept error from \(peer): \(err == SSL_ERROR_SSL ? -1 : Int(r))")
+                    logOpenSSLErrors()
+                }
+                return nil
+            }
+            let now = monotonicNanos()
+            guard now < deadline else {
+                Msg.info("SSL_accept error from \(peer): -1")
+                Msg.warn("TLS handshake timeout")
+                return nil
+            }
+            var pfd = pollfd(fd: fd, events: Int16(waitWrite ? POLLOUT : POLLIN), revents: 0)
+            _ = poll(&pfd, 1, Int32(clamping: (deadline - now) / 1_000_000))
+        }
+        if logLevel >= 1 { Msg.info(session.summary(peer: peer, role: "from")) }
+        return session
+    }
+}
+
+public final class TLSSession: StreamTransport {
+    let ssl: OpaquePointer
+    let fd: Int32
+    public private(set) var wantsWrite = false
+
+    init(ssl: OpaquePointer, fd: Int32) {
+        self.ssl = ssl
+        self.fd = fd
+    }
+
+    deinit { SSL_free(ssl) }
+
+    public var pendingInput: Int { Int(SSL_pending(ssl)) }
+
+    public func read(_ buffer: UnsafeMutableRawPointer, _ count: Int) -> Int {
+        let n = SSL_read(ssl, buffer, Int32(clamping: count))
+        if n > 0 { return Int(n) }
+        return fail(n)
+    }
+
+    public func write(_ buffer: UnsafeRawPointer, _ count: Int) -> Int {
+        let n = SSL_write(ssl, buffer, Int32(clamping: count))
+        if n > 0 { return Int(n) }
+        return fail(n)
+    }
+
+    /// Maps an SSL_read/SSL_write failure onto read(2)'s conventions.
+    private func fail(_ n: Int32) -> Int {
+        switch SSL_get_error(ssl, n) {
+        case SSL_ERROR_WANT_READ:
+            wantsWrite = false
+            errno = EAGAIN
+            return -1
+        case SSL_ERROR_WANT_WRITE:
+            wantsWrite = true
+            errno = EAGAIN
+            return -1
+        case SSL_ERROR_ZERO_RETURN:
+            return 0
+        case SSL_ERROR_SYSCALL where errno == 0:
+            return 0
+        default:
+            logOpenSSLErrors()
+            if errno == 0 || errno == EAGAIN { errno = ECONNRESET }
+            return -1
+        }
+    }
+
+    /// A close_notify to the peer (without waiting for its own).
+    public func shutdown() {
+        _ = SSL_shutdown(ssl)
+    }
+
+    public var protocolVersion: String { String(cString: SSL_get_version(ssl)) }
+    public var cipherName: String { SSL_get_current_cipher(ssl).map { String(cString: SSL_CIPHER_get_name($0)) } ?? "" }
+    public var cipherBits: (use: Int, alg: Int) {
+        guard let c = SSL_get_current_cipher(ssl) else { return (0, 0) }
+        var alg: Int32 = 0
+        let use = SSL_CIPHER_get_bits(c, &alg)
+        return (Int(use), Int(alg))
+    }
+
+    /// "key-exchange X25519 server-signature RSA-PSS (2048 bits) server-digest SHA256",
+    /// known to Postfix 3.7 with OpenSSL 3 for TLSv1.3 only.
+    var keyDetails: String {
+        guard protocolVersion == "TLSv1.3" else { return "" }
+        var out = ""
+        let group = Int32(truncatingIfNeeded: cssl_get_negotiated_group(ssl))
+        if group != 0 && group != NID_undef {
+            let name = OBJ_nid2sn(group).map { String(cString: $0) } ?? ""
+            if name == "X25519" || name == "X448" {
+                out += " key-exchange \(name)"
+            } else if !name.isEmpty {
+                out += " key-exchange ECDHE (\(name))"
+            }
+        }
+        if let key = SSL_get_privatekey(ssl) {
+            let bits = Int(EVP_PKEY_get_bits(key))
+            switch EVP_PKEY_get_base_id(key) {
+            case EVP_PKEY_RSA:
+                out += " server-signature \(protocolVersion == "TLSv1.3" ? "RSA-PSS" : "RSA") (\(bits) bits)"
+            case EVP_PKEY_EC:
+                out += " server-signature ECDSA (\(curveName(key)))"
+            case EVP_PKEY_ED25519:
+                out += " server-signature ED25519"
+            default:
+                break
+            }
+            var nid: Int32 = 0
+            if cssl_get_signature_nid(ssl, &nid) == 1, nid != NID_undef, let sn = OBJ_nid2sn(nid) {
+                out += " server-digest \(String(cString: sn))"
+            }
+        }
+        return out
+    }
+
+    func curveName(_ key: OpaquePointer) -> String {
+        var buf = [CChar](repeating: 0, count: 80)
+        var len = 0
+        guard EVP_PKEY_get_utf8_string_param(key, "group", &buf, buf.count, &len) == 1 else { return "" }
+        let n = String(cString: buf)
+        return n == "P-256" ? "prime256v1" : n == "P-384" ? "secp384r1" : n == "P-521" ? "secp521r1" : n
+    }
+
+    /// tls_log_summary for a new session.
+    public func summary(peer: String, role: String) -> String {
+        let bits = cipherBits
+        return "Anonymous TLS connection established \(role) \(peer): \(protocolVersion) with cipher \(cipherName) (\(bits.use)/\(bits.alg) bits)" + keyDetails
+    }
+
+    /// The Received: header comment of smtpd_tls_received_header, one or two lines.
+    public var receivedText: [String] {
+        let bits = cipherBits
+        let first = "(using \(protocolVersion) with cipher \(cipherName) (\(bits.use)/\(bits.alg) bits)"
+        let details = keyDetails
+        return details.isEmpty ? [first + ")"] : [first, " " + details.dropFirst() + ")"]
+    }
+}
