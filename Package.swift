@@ -72,7 +72,7 @@ let package = Package(
         .target(name: "PickupCore", dependencies: ["MailServer", "MailGlobal", "MailUtil"]),
         .target(name: "ShowqCore", dependencies: ["MailServer", "MailGlobal", "MailUtil"]),
         .target(name: "FlushCore", dependencies: ["MailServer", "MailGlobal", "MailUtil"]),
-        .target(name: "SmtpCore", dependencies: ["DeliverCore", "MailServer", "MailGlobal", "MailDNS", "MailUtil"]),
+        .target(name: "SmtpCore", dependencies: ["DeliverCore", "MailServer", "MailGlobal", "MailDNS", "MailUtil", "MailTLS"]),
         .target(name: "ScacheCore", dependencies: ["MailServer", "MailGlobal", "MailUtil", "CShim"]),
         .target(name: "MailTLS", dependencies: ["COpenSSL", "MailGlobal", "MailUtil"]),
         .target(name: "VerifyCore", dependencies: ["MailServer", "MailGlobal", "MailDict", "MailUtil"]),

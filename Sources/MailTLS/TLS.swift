@@ -301,6 +301,9 @@ public final class TLSSession: StreamTransport {
 
     /// "key-exchange X25519 server-signature RSA-PSS (2048 bits) server-digest SHA256",
     /// known to Postfix 3.7 with OpenSSL 3 for TLSv1.3 only.
+    /// On the client side the signature is the server's (its certificate's key).
+    var isClient = false
+
     var keyDetails: String {
         guard protocolVersion == "TLSv1.3" else { return "" }
         var out = ""
@@ -313,7 +316,11 @@ public final class TLSSession: StreamTransport {
                 out += " key-exchange ECDHE (\(name))"
             }
         }
-        if let key = SSL_get_privatekey(ssl) {
+        var peerCert: OpaquePointer?
+        if isClient { peerCert = SSL_get1_peer_certificate(ssl) }
+        defer { if let c = peerCert { X509_free(c) } }
+        let keyOrNil: OpaquePointer? = isClient ? peerCert.flatMap { X509_get0_pubkey($0) } : SSL_get_privatekey(ssl)
+        if let key = keyOrNil {
             let bits = Int(EVP_PKEY_get_bits(key))
             switch EVP_PKEY_get_base_id(key) {
             case EVP_PKEY_RSA:
@@ -326,7 +333,8 @@ public final class TLSSession: StreamTransport {
                 break
             }
             var nid: Int32 = 0
-            if cssl_get_signature_nid(ssl, &nid) == 1, nid != NID_undef, let sn = OBJ_nid2sn(nid) {
+            let got = isClient ? cssl_get_peer_signature_nid(ssl, &nid) : cssl_get_signature_nid(ssl, &nid)
+            if got == 1, nid != NID_undef, let sn = OBJ_nid2sn(nid) {
                 out += " server-digest \(String(cString: sn))"
             }
         }
@@ -341,10 +349,16 @@ public final class TLSSession: StreamTransport {
         return n == "P-256" ? "prime256v1" : n == "P-384" ? "secp384r1" : n == "P-521" ? "secp521r1" : n
     }
 
+    /// What the client learned of the server's certificate.
+    public var trust = "Anonymous"
+    public var trusted = false
+    public var verified = false
+    public var verifyError = ""
+
     /// tls_log_summary for a new session.
     public func summary(peer: String, role: String) -> String {
         let bits = cipherBits
-        return "Anonymous TLS connection established \(role) \(peer): \(protocolVersion) with cipher \(cipherName) (\(bits.use)/\(bits.alg) bits)" + keyDetails
+        return "\(trust) TLS connection established \(role) \(peer): \(protocolVersion) with cipher \(cipherName) (\(bits.use)/\(bits.alg) bits)" + keyDetails
     }
 
     /// The Received: header comment of smtpd_tls_received_header, one or two lines.
@@ -353,5 +367,120 @@ public final class TLSSession: StreamTransport {
         let first = "(using \(protocolVersion) with cipher \(cipherName) (\(bits.use)/\(bits.alg) bits)"
         let details = keyDetails
         return details.isEmpty ? [first + ")"] : [first, " " + details.dropFirst() + ")"]
+    }
+}
+
+/// The client side (smtp, lmtp): smtp_tls_* parameters.
+public final class TLSClientContext {
+    let ctx: OpaquePointer
+    public let logLevel: Int
+
+    deinit { SSL_CTX_free(ctx) }
+
+    public init?(config: MailConfig, prefix: String, mandatory: Bool) {
+        guard let c = SSL_CTX_new(TLS_client_method()) else {
+            logOpenSSLErrors()
+            return nil
+        }
+        ctx = c
+        logLevel = Int(config.string("\(prefix)_tls_loglevel")) ?? 0
+        _ = SSL_CTX_set_options(c, cssl_op_no_compression() | cssl_op_no_sslv3())
+        let protoParam = mandatory ? "\(prefix)_tls_mandatory_protocols" : "\(prefix)_tls_protocols"
+        guard let p = TLSServerContext.protocols(config.string(protoParam)), p.max != 0 else {
+            Msg.warn("Invalid TLS protocol list \"\(config.string(protoParam))\": disabling TLS support")
+            return nil
+        }
+        _ = cssl_ctx_set_min_proto_version(c, p.min)
+        _ = cssl_ctx_set_max_proto_version(c, p.max)
+        if p.disabled != 0 { _ = SSL_CTX_set_options(c, p.disabled) }
+        let grade = config.string(mandatory ? "\(prefix)_tls_mandatory_ciphers" : "\(prefix)_tls_ciphers")
+        var exclude = config.string("\(prefix)_tls_exclude_ciphers")
+        if mandatory { exclude += " " + config.string("\(prefix)_tls_mandatory_exclude_ciphers") }
+        guard let list = TLSServerContext.cipherList(config, grade: grade, exclude: exclude),
+              SSL_CTX_set_cipher_list(c, list) == 1 else {
+            logOpenSSLErrors()
+            Msg.warn("invalid cipher grade or cipher list \"\(grade)\": disabling TLS support")
+            return nil
+        }
+        let caFile = config.string("\(prefix)_tls_CAfile"), caPath = config.string("\(prefix)_tls_CApath")
+        if !caFile.isEmpty || !caPath.isEmpty {
+            if SSL_CTX_load_verify_locations(c, caFile.isEmpty ? nil : caFile, caPath.isEmpty ? nil : caPath) != 1 {
+                logOpenSSLErrors()
+                Msg.warn("cannot load Certification Authority data, CAfile=\"\(caFile)\", CApath=\"\(caPath)\": disabling TLS support")
+                return nil
+            }
+        }
+        // A client certificate, when one is configured.
+        let certFile = config.string("\(prefix)_tls_cert_file")
+        if !certFile.isEmpty {
+            var keyFile = config.string("\(prefix)_tls_key_file")
+            if keyFile.isEmpty { keyFile = certFile }
+            guard TLSServerContext.readable(certFile), SSL_CTX_use_certificate_chain_file(c, certFile) == 1,
+                  SSL_CTX_use_PrivateKey_file(c, keyFile, SSL_FILETYPE_PEM) == 1, SSL_CTX_check_private_key(c) == 1 else {
+                logOpenSSLErrors()
+                Msg.warn("cannot load client certificate and key from \(certFile), \(keyFile): disabling TLS support")
+                return nil
+            }
+        }
+        // The chain is checked, but the handshake goes on; the caller decides.
+        SSL_CTX_set_verify(c, SSL_VERIFY_NONE, nil)
+        SSL_CTX_set_verify_depth(c, Int32(config.int("\(prefix)_tls_scert_verifydepth")) + 1)
+    }
+
+    /// The handshake as a client; nil when it failed. `names`: the names the server
+    /// certificate must carry to count as verified (empty: none asked for).
+    public func connect(fd: Int32, timeout: Int, peer: String, names: [String]) -> TLSSession? {
+        guard let ssl = SSL_new(ctx) else {
+            logOpenSSLErrors()
+            return nil
+        }
+        let flags = fcntl(fd, F_GETFL)
+        _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK)
+        SSL_set_fd(ssl, fd)
+        let session = TLSSession(ssl: ssl, fd: fd)
+        session.isClient = true
+        let deadline = monotonicNanos() + UInt64(max(timeout, 1)) * 1_000_000_000
+        while true {
+            let r = SSL_connect(ssl)
+            if r == 1 { break }
+            let err = SSL_get_error(ssl, r)
+            guard err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE else {
+                Msg.info("SSL_connect error to \(peer): \(err == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 ? "lost connection" : "-1")")
+                logOpenSSLErrors()
+                return nil
+            }
+            let now = monotonicNanos()
+            guard now < deadline else {
+                Msg.info("SSL_connect error to \(peer): -1")
+                Msg.warn("TLS handshake timeout")
+                return nil
+            }
+            var pfd = pollfd(fd: fd, events: Int16(err == SSL_ERROR_WANT_WRITE ? POLLOUT : POLLIN), revents: 0)
+            _ = poll(&pfd, 1, Int32(clamping: (deadline - now) / 1_000_000))
+        }
+        if let cert = SSL_get1_peer_certificate(ssl) {
+            defer { X509_free(cert) }
+            session.trust = "Untrusted"
+            let result = SSL_get_verify_result(ssl)
+            if result == Int(X509_V_OK) {
+                session.trusted = true
+                if names.isEmpty {
+                    session.trust = "Trusted"
+                } else if names.contains(where: { X509_check_host(cert, $0, $0.utf8.count, 0, nil) == 1 }) {
+                    session.trust = "Verified"
+                    session.verified = true
+                } else {
+                    // A name mismatch makes the certificate as good as untrusted.
+                    session.verifyError = "num=\(X509_V_ERR_HOSTNAME_MISMATCH):hostname mismatch"
+                }
+            } else {
+                session.verifyError = "num=\(result):\(String(cString: X509_verify_cert_error_string(result)))"
+            }
+            if !session.verifyError.isEmpty && !names.isEmpty {
+                Msg.info("server certificate verification failed for \(peer): \(session.verifyError)")
+            }
+        }
+        if logLevel >= 1 { Msg.info(session.summary(peer: peer, role: "to")) }
+        return session
     }
 }

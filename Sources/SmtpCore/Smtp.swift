@@ -9,6 +9,7 @@
 import Glibc
 import MailUtil
 import MailGlobal
+import MailTLS
 import MailServer
 import DeliverCore
 
@@ -52,6 +53,14 @@ public final class Smtp {
     let rsetTimeout: Int
     /// The longest server reply line read (line_length_limit, at least 512).
     let replyLineLimit: Int
+    /// TLS: smtp_tls_security_level, smtp_tls_policy_maps, the *_cert_match names.
+    let tlsLevel: ClientTLSLevel
+    let tlsPolicy: Maps?
+    let tlsVerifyMatch: [String]
+    let tlsSecureMatch: [String]
+    let starttlsTimeout: Int
+    /// The contexts (opportunistic, mandatory), made before the privilege drop.
+    var tlsContexts: [Bool: TLSClientContext] = [:]
 
     /// `lmtp`: run under the name lmtp (argv[0]), as Postfix decides it.
     init(config: MailConfig, lmtp: Bool) {
@@ -102,6 +111,52 @@ public final class Smtp {
         xforwardTimeout = time("xforward_timeout")
         rsetTimeout = time("rset_timeout")
         replyLineLimit = max(config.int("line_length_limit"), 512)
+        tlsLevel = ClientTLSLevel.parse(config, prefix: prefix)
+        let policy = config.string(p("tls_policy_maps"))
+        tlsPolicy = policy.isEmpty ? nil : Maps(title: p("tls_policy_maps"), mapNames: policy, flags: .lock)
+        tlsVerifyMatch = Tokens.split(config.string(p("tls_verify_cert_match")), separators: Array(" \t\n\r,:".utf8))
+        tlsSecureMatch = Tokens.split(config.string(p("tls_secure_cert_match")), separators: Array(" \t\n\r,:".utf8))
+        starttlsTimeout = time("starttls_timeout")
+    }
+
+    /// The TLS context for a level (made at start-up, when TLS is used at all).
+    func tlsContext(mandatory: Bool) -> TLSClientContext? { tlsContexts[mandatory] }
+
+    func makeTLSContexts() {
+        guard tlsLevel != .none || tlsPolicy != nil else { return }
+        let prefix = lmtp ? "lmtp" : "smtp"
+        tlsContexts[false] = TLSClientContext(config: config, prefix: prefix, mandatory: false)
+        tlsContexts[true] = TLSClientContext(config: config, prefix: prefix, mandatory: true)
+    }
+
+    /// The TLS policy for a next hop: smtp_tls_policy_maps (the next hop as written, then
+    /// its domain and parent domains as ".domain"), else smtp_tls_security_level.
+    func tlsPolicy(for nexthop: String) -> (level: ClientTLSLevel, match: [String]?) {
+        guard let maps = tlsPolicy else { return (tlsLevel, nil) }
+        var keys = [nexthop]
+        var domain = nexthop
+        if domain.hasPrefix("[") { domain = String(domain.dropFirst().prefix { $0 != "]" }) }
+        else if let c = domain.lastIndex(of: ":") { domain = String(domain[..<c]) }
+        if domain != nexthop { keys.append(domain) }
+        var d = Substring(domain)
+        while let dot = d.firstIndex(of: ".") {
+            d = d[d.index(after: dot)...]
+            keys.append("." + d)
+        }
+        for k in keys {
+            guard let v = maps.find(k.lowercased()) else { continue }
+            let words = v.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
+            guard let first = words.first, let level = ClientTLSLevel(rawValue: first.lowercased()) else {
+                Msg.warn("\(maps.title): unknown TLS security level \"\(v)\" for \(k): deferring")
+                return (.invalid, nil)
+            }
+            var match: [String]?
+            for w in words.dropFirst() where w.lowercased().hasPrefix("match=") {
+                match = w.dropFirst(6).split(separator: ":").map(String.init)
+            }
+            return (level, match)
+        }
+        return (tlsLevel, nil)
     }
 
     public static func main(_ arguments: [String]) -> Never {
@@ -109,9 +164,10 @@ public final class Smtp {
         let lmtp = basename(of: arguments.first ?? "smtp") == "lmtp"
         desc.program = lmtp ? "lmtp" : "smtp"
         var agent: Smtp?
-        desc.postInit = { ctx in
+        desc.preInit = { ctx in
             agent = Smtp(config: ctx.config, lmtp: lmtp)
             agent?.service = ctx.serviceName
+            agent?.makeTLSContexts()
         }
         SingleServer.run(arguments, desc) { client, ctx in
             guard let agent else { return }
@@ -322,6 +378,8 @@ final class Session {
     var expires: time_t = 0
     /// The last transaction ended with the server in a known state (after "." or RSET).
     var clean = false
+    /// The TLS session after STARTTLS (such a session is not cached).
+    var tls: TLSSession?
 
     var reusable: Bool {
         cacheStore && agent.scache?.disabled == false && expires >= time(nil)
@@ -418,6 +476,11 @@ final class Session {
         } catch {
             softFail("4.4.2", "lost connection with \(name) while \(error)")
         }
+        // A TLS session ends with a close_notify, and is never cached: hang up now.
+        if let t = tls {
+            t.shutdown()
+            stream = nil
+        }
     }
 
     var statsStamp = timeval()
@@ -508,6 +571,10 @@ final class Session {
     func converse(fromCache: Bool) throws {
         if !fromCache { try greetAndHello() }
         if tryNext != nil || !pending.contains(where: { !$0.done }) { return }
+        if !fromCache {
+            try startTLS()
+            if tryNext != nil || !pending.contains(where: { !$0.done }) { return }
+        }
         if finalAfterHello { final = true }
         // Mail that asked for SMTPUTF8 and has UTF-8 in its envelope or headers goes only
         // to a server that offers it (all-ASCII mail goes anyway).
@@ -567,6 +634,74 @@ final class Session {
         }
         try hello()
         if tryNext == nil && pending.contains(where: { !$0.done }) { greeted = true }
+    }
+
+    /// STARTTLS as the TLS policy of the next hop asks: opportunistic (may), mandatory
+    /// (encrypt), with a trusted certificate (verify, secure) whose names match.
+    func startTLS() throws {
+        let policy = agent.tlsPolicy(for: job.request.nexthop)
+        let level = policy.level
+        if level == .invalid { return softFail("4.7.5", "TLS policy lookup for \(job.request.nexthop): configuration problem") }
+        if level == .none { return }
+        let mandatory = level >= .encrypt
+        guard features.contains("STARTTLS") else {
+            if mandatory {
+                try? quit()
+                return softFail("4.7.4", "TLS is required, but was not offered by host \(name)")
+            }
+            return
+        }
+        guard let ctx = agent.tlsContext(mandatory: mandatory) else {
+            if mandatory {
+                try? quit()
+                return softFail("4.7.5", "TLS is required, but our TLS engine is unavailable")
+            }
+            return
+        }
+        try send("STARTTLS")
+        try flush("sending STARTTLS")
+        let r = try reply("receiving the STARTTLS response", timeout: agent.heloTimeout)
+        if r.code != 220 {
+            if mandatory {
+                try? quit()
+                return softFail("4.7.5", "TLS is required, but host \(name) refused to start TLS: \(r.text)")
+            }
+            return
+        }
+        var names: [String] = []
+        if level >= .verify {
+            let nexthop = job.request.nexthop
+            var domain = nexthop.hasPrefix("[") ? String(nexthop.dropFirst().prefix { $0 != "]" }) : nexthop
+            if !nexthop.hasPrefix("["), let c = domain.lastIndex(of: ":") { domain = String(domain[..<c]) }
+            for m in policy.match ?? (level == .verify ? agent.tlsVerifyMatch : agent.tlsSecureMatch) {
+                switch m.lowercased() {
+                case "hostname": names.append(host)
+                case "nexthop": names.append(domain)
+                case "dot-nexthop": names.append("." + domain)
+                default: names.append(m)
+                }
+            }
+        }
+        guard let t = ctx.connect(fd: stream.fd, timeout: agent.starttlsTimeout, peer: relay, names: names) else {
+            quitSent = true
+            return softFail("4.7.5", "Cannot start TLS: handshake failure")
+        }
+        if level >= .verify {
+            if !t.trusted || !t.verified {
+                tls = t
+                stream.transport = t
+                cacheStore = false
+                try? quit()
+                return softFail("4.7.5", t.trusted ? "Server certificate not verified" : "Server certificate not trusted")
+            }
+        }
+        tls = t
+        stream.transport = t
+        cacheStore = false
+        features = []
+        sizeLimit = 0
+        xforwardNames = nil
+        try hello()
     }
 
     func failAll(_ r: Reply, _ why: String) {
@@ -904,5 +1039,38 @@ final class Session {
             try flush("sending QUIT")
         }
         if !agent.skipQuitResponse { _ = try? reply("sending QUIT", timeout: agent.quitTimeout) }
+    }
+}
+
+/// smtp_tls_security_level (and the level of a policy table entry).
+enum ClientTLSLevel: String, Comparable {
+    case invalid, none, may, encrypt, verify, secure
+    static let order: [ClientTLSLevel] = [.invalid, .none, .may, .encrypt, .verify, .secure]
+    static func < (a: ClientTLSLevel, b: ClientTLSLevel) -> Bool { order.firstIndex(of: a)! < order.firstIndex(of: b)! }
+
+    init?(rawValue: String) {
+        switch rawValue {
+        case "none": self = .none
+        case "may", "dane": self = .may
+        case "encrypt": self = .encrypt
+        case "verify": self = .verify
+        case "secure": self = .secure
+        case "invalid": self = .invalid
+        default: return nil
+        }
+    }
+
+    /// The parameter, or the old smtp_use_tls / smtp_enforce_tls when it is empty.
+    static func parse(_ config: MailConfig, prefix: String) -> ClientTLSLevel {
+        let v = config.string(prefix + "tls_security_level").lowercased()
+        if v.isEmpty {
+            if config.bool(prefix + "enforce_tls") {
+                return config.bool(prefix + "tls_enforce_peername") ? .verify : .encrypt
+            }
+            return config.bool(prefix + "use_tls") ? .may : .none
+        }
+        if let l = ClientTLSLevel(rawValue: v), l != .invalid { return l }
+        Msg.warn("\(prefix)tls_security_level: unsupported TLS security level \"\(v)\": mail will be deferred")
+        return .invalid
     }
 }

@@ -9,12 +9,13 @@ socket instead), greet (a greeting code, default 220), ehlo=False (500 to EHLO),
 pipelining=False, size (a SIZE limit), data (the reply code after the message),
 lmtp=True (LHLO, one reply per accepted recipient after the message), rcpt (a reply code
 for every RCPT TO: 450 or 550), xforward=True (announce and accept XFORWARD), eightbit=False (no 8BITMIME),
-peer=True (the client's address in the transcript), stall ("greet": no greeting, "dot": no reply to the end of the message; the sink
+peer=True (the client's address in the transcript), tls=PEMFILE (offer STARTTLS with this key
+and certificate; the transcript notes the TLS version), stall ("greet": no greeting, "dot": no reply to the end of the message; the sink
 waits for the client to hang up).
 The transcript (the client's lines, the message as received) goes to `log_path`, one
 session after another.
 """
-import os, socket, threading
+import os, socket, ssl, threading
 
 
 class Sink:
@@ -91,10 +92,24 @@ class Sink:
                         ext.append("XFORWARD NAME ADDR PROTO HELO SOURCE PORT IDENT")
                     if o.get("eightbit", True):
                         ext.append("8BITMIME")
+                    if o.get("tls") and not isinstance(conn, ssl.SSLSocket):
+                        ext.append("STARTTLS")
                     ext += ["DSN", "ENHANCEDSTATUSCODES"]
                     say("\r\n".join(f"250{'-' if i < len(ext) - 1 else ' '}{e}" for i, e in enumerate(ext)))
                 elif verb == "HELO":
                     say("250 sink.example")
+                elif verb == "STARTTLS" and o.get("tls") and not isinstance(conn, ssl.SSLSocket):
+                    say("220 2.0.0 Ready to start TLS")
+                    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                    ctx.load_cert_chain(o["tls"])
+                    try:
+                        conn = ctx.wrap_socket(conn, server_side=True)
+                    except (ssl.SSLError, OSError) as e:
+                        lines.append(f"(TLS handshake failed: {type(e).__name__})")
+                        return
+                    lines.append(f"(TLS: {conn.version()})")
+                    f = conn.makefile("rb")
+                    mail_ok, rcpts = False, []
                 elif verb == "MAIL":
                     if "badsender" in line.lower():
                         say("553 5.7.1 Sender address rejected")

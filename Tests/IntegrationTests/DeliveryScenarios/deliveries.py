@@ -107,6 +107,8 @@ def master_cf(port, ref, extra=()):
              f"virtual unix - n n - - {p}virtual",
              f"scache unix - - n - 1 {p}scache",
              f"verify unix - - n - 1 {p}verify",
+             # The reference smtp and smtpd get TLS entropy and session keys from tlsmgr.
+             *(["tlsmgr unix - - n 1000? 1 ref/tlsmgr"] if ref else []),
              "smtp unix - - n - - error"]
     names = {l.split()[0] for l in extra if l.strip()}
     lines = [l for l in lines if l.split()[0] not in names]
@@ -411,12 +413,13 @@ def run_one(build, reference, scn):
     main = main.replace("@HOME@", HOMES)
     # {r}NAME: a reference program as a peer on our side too.
     peers = tuple(sorted({w[3:] for l in scn.services for w in l.split() if w.startswith("{r}")}))
-    ref_programs = tuple(sorted(set(DELIVERY if reference else ()) | set(peers)))
+    ref_programs = tuple(sorted(set(DELIVERY + ("tlsmgr",) if reference else ()) | set(peers)))
     inst = mailinstance.Instance(build, main, master_cf(port, reference is not None, [sinks_in(l) for l in scn.services]),
                                  reference=reference or (REFERENCE if peers else None), ref_programs=ref_programs, files=files,
                                  dns=scn.dns)
     sinks = [dovecotlmtp.Dovecot(f"{inst.root}/files/dovecot-{name}") for name in scn.dovecots]
     for name, opts in scn.sinks:
+        opts = {k: v.replace("@DIR@", inst.root + "/files") if isinstance(v, str) else v for k, v in opts.items()}
         if opts.get("unix"):
             opts = dict(opts, path=f"{inst.root}/files/sink-{name}.sock")
         sinks.append(smtpsink.Sink(sink_ports[name], f"{inst.root}/files/sink-{name}.log", opts))
