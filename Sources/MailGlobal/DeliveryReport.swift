@@ -142,13 +142,19 @@ public enum VerifyStatus: Int, Sendable {
 }
 
 public enum VerifyClient {
+    /// A connection to the verify service, past its protocol announcement.
+    static func connect(_ config: MailConfig) throws -> AttrClient {
+        let c = try AttrClient(serviceClass: MailClass.private, name: config.string("address_verify_service_name"),
+                               timeout: config.time("ipc_timeout"))
+        _ = try c.expectProtocol(MailProtocol.verify)
+        return c
+    }
+
     /// request=query: the address's recipient status and its text; nil when the
     /// service fails.
     public static func query(address: String, config: MailConfig) -> (status: VerifyStatus, reason: String)? {
         do {
-            let c = try AttrClient(serviceClass: MailClass.private, name: config.string("address_verify_service_name"),
-                                   timeout: config.time("ipc_timeout"))
-            _ = try c.expectProtocol(MailProtocol.verify)
+            let c = try connect(config)
             var l = AttrList()
             l.append(MailAttr.request, "query")
             l.append(MailAttr.address, address)
@@ -165,9 +171,7 @@ public enum VerifyClient {
     /// request=update; true when the service took it.
     public static func update(address: String, status: VerifyStatus, reason: String, config: MailConfig) -> Bool {
         do {
-            let c = try AttrClient(serviceClass: MailClass.private, name: config.string("address_verify_service_name"),
-                                   timeout: config.time("ipc_timeout"))
-            _ = try c.expectProtocol(MailProtocol.verify)
+            let c = try connect(config)
             var l = AttrList()
             l.append(MailAttr.request, "update")
             l.append(MailAttr.address, address)

@@ -95,6 +95,41 @@ public final class TLSServerContext {
         return list
     }
 
+    /// What servers and clients set up alike: no compression or SSLv3, the protocol
+    /// range, the cipher list, the CA certificates; false (logged) when unusable.
+    static func configure(_ c: OpaquePointer, config: MailConfig, prefix: String, mandatory: Bool) -> Bool {
+        _ = SSL_CTX_set_options(c, cssl_op_no_compression() | cssl_op_no_sslv3())
+        let protoParam = mandatory ? "\(prefix)_tls_mandatory_protocols" : "\(prefix)_tls_protocols"
+        let protoText = config.string(protoParam)
+        guard let p = protocols(protoText) else {
+            Msg.warn("Invalid TLS protocol list \"\(protoText)\": disabling TLS support")
+            return false
+        }
+        if p.max == 0 {
+            Msg.warn("\(protoParam): all protocols disabled: disabling TLS support")
+            return false
+        }
+        _ = cssl_ctx_set_min_proto_version(c, p.min)
+        _ = cssl_ctx_set_max_proto_version(c, p.max)
+        if p.disabled != 0 { _ = SSL_CTX_set_options(c, p.disabled) }
+        let grade = config.string(mandatory ? "\(prefix)_tls_mandatory_ciphers" : "\(prefix)_tls_ciphers")
+        var exclude = config.string("\(prefix)_tls_exclude_ciphers")
+        if mandatory { exclude += " " + config.string("\(prefix)_tls_mandatory_exclude_ciphers") }
+        guard let list = cipherList(config, grade: grade, exclude: exclude), SSL_CTX_set_cipher_list(c, list) == 1 else {
+            logOpenSSLErrors()
+            Msg.warn("invalid cipher grade or cipher list \"\(grade)\": disabling TLS support")
+            return false
+        }
+        let caFile = config.string("\(prefix)_tls_CAfile"), caPath = config.string("\(prefix)_tls_CApath")
+        if !caFile.isEmpty || !caPath.isEmpty,
+           SSL_CTX_load_verify_locations(c, caFile.isEmpty ? nil : caFile, caPath.isEmpty ? nil : caPath) != 1 {
+            logOpenSSLErrors()
+            Msg.warn("cannot load Certification Authority data, CAfile=\"\(caFile)\", CApath=\"\(caPath)\": disabling TLS support")
+            return false
+        }
+        return true
+    }
+
     /// The context for smtpd (prefix "smtpd"); nil, with the reason logged, when the
     /// keys and certificates cannot be used ("disabling TLS support").
     public init?(config: MailConfig, prefix: String, level: TLSLevel) {
@@ -105,37 +140,8 @@ public final class TLSServerContext {
         ctx = c
         logLevel = Int(config.string("\(prefix)_tls_loglevel")) ?? 0
         let mandatory = level >= .encrypt
-        _ = SSL_CTX_set_options(c, cssl_op_no_compression() | cssl_op_no_sslv3())
         if config.bool("tls_preempt_cipherlist") { _ = SSL_CTX_set_options(c, cssl_op_cipher_server_preference()) }
-        let protoText = config.string(mandatory ? "\(prefix)_tls_mandatory_protocols" : "\(prefix)_tls_protocols")
-        guard let p = Self.protocols(protoText) else {
-            Msg.warn("Invalid TLS protocol list \"\(protoText)\": disabling TLS support")
-            return nil
-        }
-        if p.max == 0 {
-            Msg.warn("\(mandatory ? "\(prefix)_tls_mandatory_protocols" : "\(prefix)_tls_protocols"): all protocols disabled: disabling TLS support")
-            return nil
-        }
-        _ = cssl_ctx_set_min_proto_version(c, p.min)
-        _ = cssl_ctx_set_max_proto_version(c, p.max)
-        if p.disabled != 0 { _ = SSL_CTX_set_options(c, p.disabled) }
-        let grade = config.string(mandatory ? "\(prefix)_tls_mandatory_ciphers" : "\(prefix)_tls_ciphers")
-        var exclude = config.string("\(prefix)_tls_exclude_ciphers")
-        if mandatory { exclude += " " + config.string("\(prefix)_tls_mandatory_exclude_ciphers") }
-        guard let list = Self.cipherList(config, grade: grade, exclude: exclude), SSL_CTX_set_cipher_list(c, list) == 1 else {
-            logOpenSSLErrors()
-            Msg.warn("invalid cipher grade or cipher list \"\(grade)\": disabling TLS support")
-            return nil
-        }
-        // CA certificates for client certificates (and the chain sent with ours).
-        let caFile = config.string("\(prefix)_tls_CAfile"), caPath = config.string("\(prefix)_tls_CApath")
-        if !caFile.isEmpty || !caPath.isEmpty {
-            if SSL_CTX_load_verify_locations(c, caFile.isEmpty ? nil : caFile, caPath.isEmpty ? nil : caPath) != 1 {
-                logOpenSSLErrors()
-                Msg.warn("cannot load Certification Authority data, CAfile=\"\(caFile)\", CApath=\"\(caPath)\": disabling TLS support")
-                return nil
-            }
-        }
+        guard Self.configure(c, config: config, prefix: prefix, mandatory: mandatory) else { return nil }
         // Keys and certificates: the chain files, else the RSA, DSA and ECDSA pairs.
         let chains = Tokens.split(config.string("\(prefix)_tls_chain_files"), separators: Array(" \t\n\r,".utf8))
         var loaded = 0
@@ -196,42 +202,7 @@ public final class TLSServerContext {
     /// tls_server_start: the handshake on `fd` (made non-blocking), at most `timeout`
     /// seconds; nil when it failed (logged as Postfix does).
     public func accept(fd: Int32, timeout: Int, peer: String) -> TLSSession? {
-        guard let ssl = SSL_new(ctx) else {
-            logOpenSSLErrors()
-            return nil
-        }
-        let flags = fcntl(fd, F_GETFL)
-        _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK)
-        SSL_set_fd(ssl, fd)
-        let session = TLSSession(ssl: ssl, fd: fd)
-        let deadline = monotonicNanos() + UInt64(max(timeout, 1)) * 1_000_000_000
-        while true {
-            let r = SSL_accept(ssl)
-            if r == 1 { break }
-            let err = SSL_get_error(ssl, r)
-            let waitWrite: Bool
-            switch err {
-            case SSL_ERROR_WANT_READ: waitWrite = false
-            case SSL_ERROR_WANT_WRITE: waitWrite = true
-            default:
-                let e = ERR_peek_error()
-                if err == SSL_ERROR_SYSCALL && e == 0 {
-                    Msg.info("SSL_accept error from \(peer): lost connection")
-                } else {
-                    Msg.info("SSL_accept error from \(peer): \(err == SSL_ERROR_SSL ? -1 : Int(r))")
-                    logOpenSSLErrors()
-                }
-                return nil
-            }
-            let now = monotonicNanos()
-            guard now < deadline else {
-                Msg.info("SSL_accept error from \(peer): -1")
-                Msg.warn("TLS handshake timeout")
-                return nil
-            }
-            var pfd = pollfd(fd: fd, events: Int16(waitWrite ? POLLOUT : POLLIN), revents: 0)
-            _ = poll(&pfd, 1, Int32(clamping: (deadline - now) / 1_000_000))
-        }
+        guard let session = TLSSession.handshake(ctx, fd: fd, timeout: timeout, client: false, peer: peer) else { return nil }
         if logLevel >= 1 { Msg.info(session.summary(peer: peer, role: "from")) }
         return session
     }
@@ -248,6 +219,44 @@ public final class TLSSession: StreamTransport {
     }
 
     deinit { SSL_free(ssl) }
+
+    /// The handshake on `fd` (made non-blocking), at most `timeout` seconds, as server
+    /// (SSL_accept) or client (SSL_connect); nil when it failed, logged as Postfix does.
+    static func handshake(_ ctx: OpaquePointer, fd: Int32, timeout: Int, client: Bool, peer: String) -> TLSSession? {
+        guard let ssl = SSL_new(ctx) else {
+            logOpenSSLErrors()
+            return nil
+        }
+        let flags = fcntl(fd, F_GETFL)
+        _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK)
+        SSL_set_fd(ssl, fd)
+        let session = TLSSession(ssl: ssl, fd: fd)
+        session.isClient = client
+        let what = client ? "SSL_connect error to \(peer)" : "SSL_accept error from \(peer)"
+        let deadline = monotonicNanos() + UInt64(max(timeout, 1)) * 1_000_000_000
+        while true {
+            let r = client ? SSL_connect(ssl) : SSL_accept(ssl)
+            if r == 1 { return session }
+            let err = SSL_get_error(ssl, r)
+            guard err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE else {
+                if err == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 {
+                    Msg.info("\(what): lost connection")
+                } else {
+                    Msg.info("\(what): \(err == SSL_ERROR_SSL ? -1 : Int(r))")
+                    logOpenSSLErrors()
+                }
+                return nil
+            }
+            let now = monotonicNanos()
+            guard now < deadline else {
+                Msg.info("\(what): -1")
+                Msg.warn("TLS handshake timeout")
+                return nil
+            }
+            var pfd = pollfd(fd: fd, events: Int16(err == SSL_ERROR_WANT_WRITE ? POLLOUT : POLLIN), revents: 0)
+            _ = poll(&pfd, 1, Int32(clamping: (deadline - now) / 1_000_000))
+        }
+    }
 
     public var pendingInput: Int { Int(SSL_pending(ssl)) }
 
@@ -384,32 +393,7 @@ public final class TLSClientContext {
         }
         ctx = c
         logLevel = Int(config.string("\(prefix)_tls_loglevel")) ?? 0
-        _ = SSL_CTX_set_options(c, cssl_op_no_compression() | cssl_op_no_sslv3())
-        let protoParam = mandatory ? "\(prefix)_tls_mandatory_protocols" : "\(prefix)_tls_protocols"
-        guard let p = TLSServerContext.protocols(config.string(protoParam)), p.max != 0 else {
-            Msg.warn("Invalid TLS protocol list \"\(config.string(protoParam))\": disabling TLS support")
-            return nil
-        }
-        _ = cssl_ctx_set_min_proto_version(c, p.min)
-        _ = cssl_ctx_set_max_proto_version(c, p.max)
-        if p.disabled != 0 { _ = SSL_CTX_set_options(c, p.disabled) }
-        let grade = config.string(mandatory ? "\(prefix)_tls_mandatory_ciphers" : "\(prefix)_tls_ciphers")
-        var exclude = config.string("\(prefix)_tls_exclude_ciphers")
-        if mandatory { exclude += " " + config.string("\(prefix)_tls_mandatory_exclude_ciphers") }
-        guard let list = TLSServerContext.cipherList(config, grade: grade, exclude: exclude),
-              SSL_CTX_set_cipher_list(c, list) == 1 else {
-            logOpenSSLErrors()
-            Msg.warn("invalid cipher grade or cipher list \"\(grade)\": disabling TLS support")
-            return nil
-        }
-        let caFile = config.string("\(prefix)_tls_CAfile"), caPath = config.string("\(prefix)_tls_CApath")
-        if !caFile.isEmpty || !caPath.isEmpty {
-            if SSL_CTX_load_verify_locations(c, caFile.isEmpty ? nil : caFile, caPath.isEmpty ? nil : caPath) != 1 {
-                logOpenSSLErrors()
-                Msg.warn("cannot load Certification Authority data, CAfile=\"\(caFile)\", CApath=\"\(caPath)\": disabling TLS support")
-                return nil
-            }
-        }
+        guard TLSServerContext.configure(c, config: config, prefix: prefix, mandatory: mandatory) else { return nil }
         // A client certificate, when one is configured.
         let certFile = config.string("\(prefix)_tls_cert_file")
         if !certFile.isEmpty {
@@ -430,34 +414,8 @@ public final class TLSClientContext {
     /// The handshake as a client; nil when it failed. `names`: the names the server
     /// certificate must carry to count as verified (empty: none asked for).
     public func connect(fd: Int32, timeout: Int, peer: String, names: [String]) -> TLSSession? {
-        guard let ssl = SSL_new(ctx) else {
-            logOpenSSLErrors()
-            return nil
-        }
-        let flags = fcntl(fd, F_GETFL)
-        _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK)
-        SSL_set_fd(ssl, fd)
-        let session = TLSSession(ssl: ssl, fd: fd)
-        session.isClient = true
-        let deadline = monotonicNanos() + UInt64(max(timeout, 1)) * 1_000_000_000
-        while true {
-            let r = SSL_connect(ssl)
-            if r == 1 { break }
-            let err = SSL_get_error(ssl, r)
-            guard err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE else {
-                Msg.info("SSL_connect error to \(peer): \(err == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 ? "lost connection" : "-1")")
-                logOpenSSLErrors()
-                return nil
-            }
-            let now = monotonicNanos()
-            guard now < deadline else {
-                Msg.info("SSL_connect error to \(peer): -1")
-                Msg.warn("TLS handshake timeout")
-                return nil
-            }
-            var pfd = pollfd(fd: fd, events: Int16(err == SSL_ERROR_WANT_WRITE ? POLLOUT : POLLIN), revents: 0)
-            _ = poll(&pfd, 1, Int32(clamping: (deadline - now) / 1_000_000))
-        }
+        guard let session = TLSSession.handshake(ctx, fd: fd, timeout: timeout, client: true, peer: peer) else { return nil }
+        let ssl = session.ssl
         if let cert = SSL_get1_peer_certificate(ssl) {
             defer { X509_free(cert) }
             session.trust = "Untrusted"

@@ -285,30 +285,11 @@ public final class FDStream {
                 grow(to: rcap * 2)
             }
         }
-        if let t = transport {
-            if t.pendingInput == 0 { try wait(forWriting: false) }
-            while true {
-                let n = t.read(rbuf + rend, min(rcap - rend, maxReadSize))
-                if n > 0 {
-                    rend += n
-                    bytesRead += UInt64(n)
-                    return n
-                }
-                if n == 0 {
-                    sawEOF = true
-                    return 0
-                }
-                if errno == EINTR { continue }
-                if errno == EAGAIN {
-                    try wait(forWriting: t.wantsWrite)
-                    continue
-                }
-                throw StreamError.system(.current("read"))
-            }
-        }
-        try wait(forWriting: false)
+        // Input a transport already holds needs no waiting.
+        if (transport?.pendingInput ?? 0) == 0 { try wait(forWriting: false) }
         while true {
-            let n = Glibc.read(fd, rbuf + rend, min(rcap - rend, maxReadSize))
+            let room = min(rcap - rend, maxReadSize)
+            let n = transport.map { $0.read(rbuf + rend, room) } ?? Glibc.read(fd, rbuf + rend, room)
             if n > 0 {
                 rend += n
                 bytesRead += UInt64(n)
@@ -320,7 +301,7 @@ public final class FDStream {
             }
             if errno == EINTR { continue }
             if errno == EAGAIN {
-                try wait(forWriting: false)
+                try wait(forWriting: transport?.wantsWrite ?? false)
                 continue
             }
             throw StreamError.system(.current("read"))

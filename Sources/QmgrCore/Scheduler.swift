@@ -134,6 +134,8 @@ final class Job {
     var stackLevel = -1
     var blockerTag = 0
     var peers: [Peer] = []
+    /// The same peers by destination (a job may have thousands).
+    var peerByQueue: [ObjectIdentifier: Peer] = [:]
     var nextPeer = 0
     /// Delivery slots: counted per selected entry, spent on preemption.
     var slotsUsed = 0
@@ -151,9 +153,10 @@ final class Job {
     var maxEntries: Int { readEntries + message.recipientsUnread }
 
     func peer(for q: DestQueue) -> Peer {
-        if let p = peers.first(where: { $0.queue === q }) { return p }
+        if let p = peerByQueue[ObjectIdentifier(q)] { return p }
         let p = Peer(job: self, queue: q)
         peers.append(p)
+        peerByQueue[ObjectIdentifier(q)] = p
         q.peers.append(p)
         return p
     }
@@ -348,6 +351,7 @@ final class Transport {
         let p = e.peer
         p.refcount -= 1
         if p.refcount == 0 {
+            p.job.peerByQueue.removeValue(forKey: ObjectIdentifier(p.queue))
             if let i = p.job.peers.firstIndex(where: { $0 === p }) {
                 p.job.peers.remove(at: i)
                 if p.job.nextPeer > i { p.job.nextPeer -= 1 }
