@@ -20,7 +20,7 @@ PORT       ?= 2525
 # Debian packages the build needs, and those the tests use as real peers.
 # libsqlite3-0 and libpq5 are loaded at run time by sqlite: and pgsql: tables.
 BUILD_PACKAGES = libssl-dev libsasl2-dev libdb-dev libpcre2-dev pkg-config libsqlite3-0 libpq5
-TEST_PACKAGES  = python3 swaks libnet-ssleay-perl openssl util-linux postgresql pflogsumm dovecot-lmtpd
+TEST_PACKAGES  = python3 swaks libnet-ssleay-perl openssl util-linux postgresql pflogsumm dovecot-lmtpd sasl2-bin libsasl2-modules libsasl2-modules-db
 
 # Programs by install location; only those already built are installed.
 COMMANDS = postconf postfix postlog postmap postalias sendmail postdrop postqueue postsuper postcat

@@ -61,6 +61,8 @@ public final class Smtp {
     let starttlsTimeout: Int
     /// The contexts (opportunistic, mandatory), made before the privilege drop.
     var tlsContexts: [Bool: TLSClientContext] = [:]
+    /// SASL: smtp_sasl_auth_enable, smtp_sasl_password_maps (opened as root) and friends.
+    let sasl: ClientSASLSettings?
 
     /// `lmtp`: run under the name lmtp (argv[0]), as Postfix decides it.
     init(config: MailConfig, lmtp: Bool) {
@@ -117,6 +119,7 @@ public final class Smtp {
         tlsVerifyMatch = Tokens.split(config.string(p("tls_verify_cert_match")), separators: Array(" \t\n\r,:".utf8))
         tlsSecureMatch = Tokens.split(config.string(p("tls_secure_cert_match")), separators: Array(" \t\n\r,:".utf8))
         starttlsTimeout = time("starttls_timeout")
+        sasl = config.bool(p("sasl_auth_enable")) ? ClientSASLSettings(config: config, prefix: prefix) : nil
     }
 
     /// The TLS context for a level (made at start-up, when TLS is used at all).
@@ -199,6 +202,7 @@ public final class Smtp {
                 // A UNIX-domain server is named after this host, as Postfix names it.
                 let name = "\(config.string("myhostname"))[\(path)]"
                 let s = Session(agent: self, job: job, pending: pending)
+                s.dest = job.request.nexthop
                 s.host = config.string("myhostname")
                 s.run(fd: fd, name: name, relay: name, final: true)
                 result |= s.result
@@ -281,6 +285,7 @@ public final class Smtp {
             // A session cached for this next hop goes first (it is already stored under it).
             if load, let (fd, prop) = scache?.findDestination(destLabel), let cached = CachedSession(property: prop) {
                 let s = Session(agent: self, job: job, pending: pending)
+                s.dest = site
                 if s.probe(fd) {
                     s.cacheStore = store
                     s.run(cached: cached, fd: fd, final: finalSite && servers.count == 1)
@@ -292,6 +297,7 @@ public final class Smtp {
             for (n, server) in servers.enumerated() where pending.contains(where: { !$0.done }) {
                 let lastAddress = n == servers.count - 1
                 let s = Session(agent: self, job: job, pending: pending)
+                s.dest = site
                 s.cacheStore = store
                 s.endpointLabel = endpointLabel(server.address.host, server.address.port)
                 // A failed handshake does not count towards the session limit; a session does.
@@ -380,6 +386,12 @@ final class Session {
     var clean = false
     /// The TLS session after STARTTLS (such a session is not cached).
     var tls: TLSSession?
+    /// The destination being tried (a member of the next-hop list or a fallback relay),
+    /// for smtp_sasl_password_maps.
+    var dest = ""
+    /// The AUTH mechanisms the server offers, after smtp_sasl_mechanism_filter (nil: no
+    /// AUTH keyword, or none that the filter keeps).
+    var authMechanisms: String?
 
     var reusable: Bool {
         cacheStore && agent.scache?.disabled == false && expires >= time(nil)
@@ -574,6 +586,10 @@ final class Session {
         if !fromCache {
             try startTLS()
             if tryNext != nil || !pending.contains(where: { !$0.done }) { return }
+            if agent.sasl != nil && features.contains("AUTH") {
+                try saslLogin()
+                if tryNext != nil || !pending.contains(where: { !$0.done }) { return }
+            }
         }
         if finalAfterHello { final = true }
         // Mail that asked for SMTPUTF8 and has UTF-8 in its envelope or headers goes only
@@ -699,6 +715,7 @@ final class Session {
         stream.transport = t
         cacheStore = false
         features = []
+        authMechanisms = nil
         sizeLimit = 0
         xforwardNames = nil
         try hello()
@@ -721,6 +738,12 @@ final class Session {
                 for line in r.lines.dropFirst() {
                     let words = line.dropFirst(4).split(separator: " ")
                     guard let kw = words.first?.uppercased(), !agent.discardEHLO.contains(kw.lowercased()) else { continue }
+                    if kw == "AUTH" || kw.hasPrefix("AUTH=") {
+                        var list = words.dropFirst().map(String.init)
+                        if kw != "AUTH" { list.insert(String(words[0].dropFirst(5)), at: 0) }
+                        if agent.sasl != nil { helloAuth(list) }
+                        continue
+                    }
                     features.insert(kw)
                     if kw == "SIZE", words.count > 1, let n = Int(words[1]) { sizeLimit = n }
                     if kw == "XFORWARD" { xforwardNames = Set(words.dropFirst().map { $0.uppercased() }) }
@@ -817,6 +840,7 @@ final class Session {
             if r.encoding == "8bit" { cmd += " BODY=8BITMIME" } else if r.encoding == "7bit" { cmd += " BODY=7BIT" }
         }
         if features.contains("SMTPUTF8") && r.sendopts & 1 != 0 { cmd += " SMTPUTF8" }
+        if agent.sasl?.dummyMailAuth == true && features.contains("AUTH") { cmd += " AUTH=<>" }
         if features.contains("DSN") {
             if !r.envelopeID.isEmpty { cmd += " ENVID=\(Session.xtext(r.envelopeID))" }
             if r.retFlags == DSNRet.full { cmd += " RET=FULL" } else if r.retFlags == DSNRet.headers { cmd += " RET=HDRS" }

@@ -62,6 +62,7 @@ enum ReplyClass {
     static let etrn = "Etrn command"
     static let data = "Data command"
     static let endOfData = "End-of-data"
+    static let saslUser = "SASL login name"
 }
 
 /// The access table restriction a bare "type:table" in a list stands for.
@@ -458,9 +459,17 @@ extension Session {
         case "reject_rhsbl_reverse_client":
             guard let d = domainArgument(name, list, &i) else { return .dunno }
             return reverseName.lowercased() == "unknown" ? .dunno : try rejectRBLDomain(d, reverseName, ReplyClass.reverseClient)
-        case "check_ccert_access", "check_sasl_access":
+        case "check_ccert_access":
             _ = try mapArgument(name, list, &i)
             return .dunno
+        case "check_sasl_access":
+            let table = try mapArgument(name, list, &i)
+            guard s.saslEnabled else {
+                Msg.warn("restriction `\(name)' ignored: no SASL support")
+                return .dunno
+            }
+            guard let user = saslUsername, !user.isEmpty else { return .dunno }
+            return try accessMail(table, user, replyName: user, replyClass: ReplyClass.saslUser, defACL: defACL)
         case "check_client_ns_access", "check_client_mx_access", "check_client_a_access":
             let table = try mapArgument(name, list, &i)
             guard self.name.lowercased() != "unknown" else { return .dunno }
@@ -533,8 +542,7 @@ extension Session {
             return try checkSenderMaps(sender)
         case "reject_sender_login_mismatch", "reject_authenticated_sender_login_mismatch",
              "reject_known_sender_login_mismatch", "reject_unauthenticated_sender_login_mismatch":
-            // Without SASL nobody is logged in; there is nothing to mismatch.
-            return .dunno
+            return try senderLoginCheck(lname)
 
         // Recipient.
         case "check_recipient_access":
@@ -559,8 +567,10 @@ extension Session {
             let st = try checkRelayDomains(recipient)
             warnIgnoredAfter(list, i, name)
             return st == .ok ? aclPermit(name, ReplyClass.recipient, recipient) : st
-        case "permit_sasl_authenticated", "permit_tls_all_clientcerts", "permit_tls_clientcerts":
-            // No SASL login and no TLS client certificate in this session.
+        case "permit_sasl_authenticated":
+            return saslAuthenticated ? aclPermit(name, ReplyClass.client, namaddr) : .dunno
+        case "permit_tls_all_clientcerts", "permit_tls_clientcerts":
+            // No TLS client certificate is asked for in this session.
             return .dunno
         case "reject_unknown_recipient_domain":
             guard let recipient else { return .dunno }

@@ -87,6 +87,7 @@ extension Session {
         if !s.disableVRFY { offer(.vrfy, "VRFY") }
         offer(.etrn, "ETRN")
         if tls == nil && s.tlsLevel > .none && !s.standalone { offer(.starttls, "STARTTLS") }
+        for l in ehloAuthLines() { offer(.auth, l) }
         offer(.enhancedStatusCodes, "ENHANCEDSTATUSCODES")
         offer(.eightBitMIME, "8BITMIME")
         offer(.dsn, "DSN")
@@ -151,6 +152,10 @@ extension Session {
                 declaredSize = n
             } else if upper.hasPrefix("AUTH=") {
                 // AUTH= means nothing while SASL is off.
+                if s.saslEnabled, let err = saslMailOption(String(arg.dropFirst(5))) {
+                    reply(err)
+                    return false
+                }
             } else if upper.hasPrefix("XVERP") && (upper.count == 5 || upper.dropFirst(5).first == "=")
                         && s.verpClients.matches(name, address: addr) && !ehloDiscard.contains(.verp) {
                 var d = String(arg.dropFirst(5))

@@ -50,6 +50,9 @@ extension Session {
             if !s.contentFilter.isEmpty { rec(.filter, s.contentFilter) }
             attr(MailAttr.logIdent, id)
             attr(MailAttr.rewriteContext, rewriteContext())
+            if let m = saslMethod { attr(MailAttr.saslMethod, m) }
+            if let u = saslUsername { attr(MailAttr.saslUsername, u) }
+            if let snd = saslSender { attr(MailAttr.saslSender, snd) }
             if !envid.isEmpty { attr(MailAttr.dsnEnvelopeID, envid) }
             if retFlags != 0 { attr(MailAttr.dsnRetFlags, String(retFlags)) }
             rec(.sender, sender)
@@ -73,7 +76,7 @@ extension Session {
             try c.stream.write(out)
             cleanup = c
             queueID = id
-            Msg.info("\(id): client=\(namaddr)")
+            Msg.info(clientLogLine(id))
         } catch {
             Msg.warn("connect to \(MailClass.public)/\(s.cleanupService): \(error)")
             cleanupFailed = true
@@ -146,6 +149,7 @@ extension Session {
         sizeExceeded = false
         cleanupFailed = false
         verpDelimiters = ""
+        saslSender = nil
         encoding = ""
         retFlags = 0
         envid = ""
@@ -156,17 +160,48 @@ extension Session {
 
     // MARK: Content
 
+    /// comment_sanitize: text that is safe inside a header comment: printable, with
+    /// parentheses balanced (a stray ")" is dropped, an open "(" closed at the end).
+    static func commentSanitize(_ text: String) -> String {
+        var out: [UInt8] = []
+        var depth = 0
+        var escaped = false
+        for b in text.utf8 {
+            let c = b < 0x20 || b == 0x7f ? UInt8(ascii: "?") : b
+            if escaped {
+                out.append(c)
+                escaped = false
+                continue
+            }
+            switch c {
+            case UInt8(ascii: "\\"): escaped = true; out.append(c)
+            case UInt8(ascii: "("): depth += 1; out.append(c)
+            case UInt8(ascii: ")"): if depth > 0 { depth -= 1; out.append(c) }
+            default: out.append(c)
+            }
+        }
+        if escaped { out.append(UInt8(ascii: "\\")) }
+        out += Array(repeating: UInt8(ascii: ")"), count: depth)
+        return String(decoding: out, as: UTF8.self)
+    }
+
     /// The Received: header smtpd puts first.
     func receivedHeader() -> [String] {
         let rfcAddr = family == AF_INET6 ? "IPv6:" + addr : addr
         var lines = ["Received: from \(helo ?? name) (\(name) [\(rfcAddr)])"]
         var proto = smtputf8Requested && protocolName == "ESMTP" ? "UTF8SMTP" : protocolName
+        let extended = proto.uppercased() == "ESMTP" || proto == "UTF8SMTP"
         if let t = tls {
-            if proto.uppercased() == "ESMTP" || proto == "UTF8SMTP" { proto += "S" }
+            if extended { proto += "S" }
             if s.tlsReceivedHeader {
                 lines += t.receivedText.map { "\t" + $0 }
                 lines.append("\t(No client certificate requested)")
             }
+        }
+        if let u = saslUsername {
+            // RFC 3848: ESMTPA, ESMTPSA.
+            if extended { proto += "A" }
+            if s.saslAuthenticatedHeader { lines.append("\t(Authenticated sender: \(Self.commentSanitize(u)))") }
         }
         let date = MailDate.format(arrival.tv_sec)
         if rcptCount == 1, let r = recipient {

@@ -8,6 +8,7 @@ import MailUtil
 import MailGlobal
 import MailDict
 import MailTLS
+import MailSASL
 
 final class Session {
     let s: Settings
@@ -48,6 +49,13 @@ final class Session {
     var ehloDiscard: EHLOMask = []
     /// The TLS session, after STARTTLS or in wrapper mode.
     var tls: TLSSession?
+    /// SASL: the session's server side, the mechanisms offered, and the login.
+    var sasl: SASLServer?
+    var saslMechanisms: String?
+    var saslUsername: String?
+    var saslMethod: String?
+    /// MAIL FROM's AUTH= address, for this transaction.
+    var saslSender: String?
 
     // Transaction.
     var sender: String?
@@ -175,6 +183,8 @@ final class Session {
                 return
             }
         }
+        // With smtpd_tls_auth_only, SASL starts with TLS.
+        if s.saslEnabled && !s.standalone && (!s.tlsAuthOnly || tls != nil) { saslActivate() }
         // A client that talks before the greeting does not wait for replies.
         if !s.standalone { detectPipelining(after: Where.connect) }
         if done {
@@ -255,6 +265,11 @@ final class Session {
             done = true
             return false
         }
+        // A new SASL server, with the security options for TLS sessions.
+        if s.saslEnabled {
+            saslDeactivate()
+            saslActivate()
+        }
         return true
     }
 
@@ -321,9 +336,7 @@ final class Session {
         Command(name: "XFORWARD", junk: true, last: false) { s, _ in s.xclientCommand() },
         // Not "last": what is pipelined after it is dropped unseen, as in Postfix.
         Command(name: "STARTTLS", junk: false, last: false) { $0.starttlsCommand($1) },
-        Command(name: "AUTH", junk: false, last: true) { s, _ in
-            s.fail("503 5.5.1 Error: authentication not enabled")
-        },
+        Command(name: "AUTH", junk: false, last: true) { $0.authCommand($1) },
         Command(name: "MAIL", junk: false, last: false) { $0.mailCommand($1) },
         Command(name: "RCPT", junk: false, last: false) { $0.rcptCommand($1) },
         Command(name: "DATA", junk: false, last: true) { $0.dataCommand($1) },

@@ -5,6 +5,7 @@ import Glibc
 import MailUtil
 import MailGlobal
 import MailTLS
+import MailSASL
 import MailDict
 
 /// smtpd_forbid_bare_newline.
@@ -85,6 +86,20 @@ final class Settings {
     let tlsReceivedHeader: Bool
     let starttlsTimeout: Int
     var tlsContext: TLSServerContext?
+    /// SASL (smtpd_sasl_auth_enable and friends); `saslImpl` is set up once per process.
+    let saslEnabled: Bool
+    var saslImpl: SASLServerImpl?
+    let saslService: String
+    let saslRealm: String
+    let saslOptions: String
+    let saslTLSOptions: String
+    let saslMechanismFilter: MatchList?
+    let saslExceptions: MatchList?
+    let saslResponseLimit: Int
+    let saslAuthenticatedHeader: Bool
+    let brokenSASLClients: Bool
+    let tlsAuthOnly: Bool
+    let senderLoginMaps: MailAddrFinder?
     let verifyPollDelay: Int
     let showUnknownTable: Bool
     let allowUntrustedRouting: Bool
@@ -208,6 +223,21 @@ final class Settings {
         tlsReceivedHeader = config.bool("smtpd_tls_received_header")
         starttlsTimeout = config.time("smtpd_starttls_timeout")
         verifyPollDelay = config.time("address_verify_poll_delay")
+        saslEnabled = config.bool("smtpd_sasl_auth_enable")
+        saslService = config.string("smtpd_sasl_service")
+        saslRealm = config.string("smtpd_sasl_local_domain")
+        saslOptions = config.string("smtpd_sasl_security_options")
+        saslTLSOptions = config.string("smtpd_sasl_tls_security_options")
+        let mechFilter = config.string("smtpd_sasl_mechanism_filter")
+        saslMechanismFilter = mechFilter.isEmpty ? nil
+            : MatchList(name: "smtpd_sasl_mechanism_filter", kind: .string, options: [], text: mechFilter)
+        let exceptions = config.string("smtpd_sasl_exceptions_networks")
+        saslExceptions = exceptions.isEmpty ? nil
+            : MatchList(name: "smtpd_sasl_exceptions_networks", kind: .nameAddress, options: [], text: exceptions)
+        saslResponseLimit = config.int("smtpd_sasl_response_limit")
+        saslAuthenticatedHeader = config.bool("smtpd_sasl_authenticated_header")
+        brokenSASLClients = config.bool("broken_sasl_auth_clients")
+        tlsAuthOnly = config.bool("smtpd_tls_auth_only")
         showUnknownTable = config.bool("show_user_unknown_table_name")
         allowUntrustedRouting = config.bool("allow_untrusted_routing")
         rejectUnlistedSender = config.bool("smtpd_reject_unlisted_sender")
@@ -264,6 +294,7 @@ final class Settings {
         canonicalMaps = finder("canonical_maps")
         senderCanonicalMaps = finder("sender_canonical_maps")
         recipientCanonicalMaps = finder("recipient_canonical_maps")
+        senderLoginMaps = finder("smtpd_sender_login_maps")
         doubleBounceSender = config.string("double_bounce_sender")
         let replyMaps = config.string("rbl_reply_maps")
         rblReplyMaps = replyMaps.isEmpty || standalone ? nil : Maps(title: "rbl_reply_maps", mapNames: replyMaps, flags: .lock)

@@ -360,6 +360,91 @@ struct SmtpdTests {
         #expect(queueFile(inst, id).map { "\($0.type)\($0.text)" }.contains("NSubject: smtplib over TLS"))
     }
 
+    /// AUTH PLAIN and LOGIN over STARTTLS with real clients (swaks, Python's smtplib), with
+    /// users made by saslpasswd2 in a sasldb read through Cyrus SASL; with
+    /// smtpd_tls_auth_only, AUTH on the plaintext session is refused. (Dovecot's side is the
+    /// sasl-dovecot dialogue, against a real Dovecot auth service.)
+    @Test func authWithRealClients() throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/sbin/saslpasswd2") else {
+            print("skipped: /usr/sbin/saslpasswd2 is not installed (sasl2-bin)")
+            return
+        }
+        let port = freePort()
+        let dir = "/tmp/swallow-sasl-\(getpid())"
+        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        chmod(dir, 0o755)
+        let gen = Instance.run("/usr/bin/openssl", ["req", "-x509", "-nodes", "-days", "2", "-subj", "/CN=test.example.com",
+                                                    "-newkey", "rsa:2048", "-keyout", dir + "/key.pem", "-out", dir + "/cert.pem"])
+        try #require(gen.status == 0, "\(gen.stderr)")
+        let add = Instance.run("/bin/sh", ["-c", "printf s3cret | /usr/sbin/saslpasswd2 -c -p -f \(dir)/sasldb2 -u test.example.com carol"])
+        try #require(add.status == 0, "\(add.stderr)")
+        chmod(dir + "/sasldb2", 0o644)
+        try "pwcheck_method: auxprop\nauxprop_plugin: sasldb\nsasldb_path: \(dir)/sasldb2\nmech_list: PLAIN LOGIN\n"
+            .write(toFile: dir + "/smtpd.conf", atomically: true, encoding: .utf8)
+        let inst = try instance("""
+            smtpd_tls_security_level = may
+            smtpd_tls_cert_file = \(dir)/cert.pem
+            smtpd_tls_key_file = \(dir)/key.pem
+            smtpd_sasl_auth_enable = yes
+            cyrus_sasl_config_path = \(dir)
+            smtpd_tls_auth_only = yes
+            smtpd_relay_restrictions = permit_sasl_authenticated, reject
+
+            """, port: port)
+        func queuedFiles() -> [String] {
+            ((try? FileManager.default.contentsOfDirectory(atPath: inst.queueDirectory + "/incoming")) ?? []).sorted()
+        }
+        // Plaintext: AUTH is neither offered nor accepted, and relaying is refused.
+        let c = try SMTPClient(port: port)
+        _ = try c.reply()
+        let ehlo = try c.ask("EHLO client.example.org")
+        #expect(!ehlo.contains("AUTH"), "\(ehlo)")
+        #expect(try c.ask("AUTH PLAIN AGNhcm9sAHMzY3JldA==") == "503 5.5.1 Error: authentication not enabled")
+        _ = try c.ask("QUIT")
+        for mech in ["PLAIN", "LOGIN"] {
+            let before = Set(queuedFiles())
+            let r = Instance.run("/usr/bin/swaks", ["--server", "127.0.0.1", "--port", String(port), "--tls",
+                                                   "--auth", mech, "--auth-user", "carol", "--auth-password", "s3cret",
+                                                   "--from", "carol@example.org", "--to", "someone@elsewhere.example",
+                                                   "--header", "Subject: swaks AUTH \(mech)"])
+            #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+            #expect(r.stdout.contains("<~  235 2.7.0 Authentication successful"), "\(r.stdout)")
+            let id = try #require(Set(queuedFiles()).subtracting(before).first)
+            let texts = queueFile(inst, id).map { "\($0.type)\($0.text)" }
+            #expect(texts.contains("Asasl_method=\(mech)") && texts.contains("Asasl_username=carol"), "\(texts)")
+            #expect(texts.contains("N\tby test.example.com (Swallow) with ESMTPSA id \(id)"), "\(texts)")
+            inst.expectLog("\(id): client=localhost[127.0.0.1], sasl_method=\(mech), sasl_username=carol")
+        }
+        // A wrong password: 535, and nothing relayed.
+        let bad = Instance.run("/usr/bin/swaks", ["--server", "127.0.0.1", "--port", String(port), "--tls",
+                                                 "--auth", "PLAIN", "--auth-user", "carol", "--auth-password", "wrong",
+                                                 "--from", "carol@example.org", "--to", "someone@elsewhere.example"])
+        #expect(bad.status != 0 && bad.stdout.contains("<~* 535 5.7.8 Error: authentication failed: authentication failure"), "\(bad.stdout)")
+        let script = """
+        import smtplib, ssl
+        c = smtplib.SMTP("127.0.0.1", \(port))
+        c.ehlo("python.example.org")
+        assert not c.has_extn("auth")
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        c.starttls(context=ctx)
+        c.ehlo("python.example.org")
+        assert c.esmtp_features["auth"].split() == ["PLAIN", "LOGIN"], c.esmtp_features
+        c.login("carol", "s3cret")
+        c.sendmail("carol@example.org", ["someone@elsewhere.example"], b"Subject: smtplib AUTH\\r\\n\\r\\nbody\\r\\n")
+        c.quit()
+        """
+        let path = inst.root + "/auth.py"
+        try script.write(toFile: path, atomically: true, encoding: .utf8)
+        let before = Set(queuedFiles())
+        let p = Instance.run("/usr/bin/python3", [path])
+        #expect(p.status == 0, "\(p.stdout)\(p.stderr)")
+        let id = try #require(Set(queuedFiles()).subtracting(before).first)
+        #expect(queueFile(inst, id).map { "\($0.type)\($0.text)" }.contains("NSubject: smtplib AUTH"))
+    }
+
     /// A session with a software error (a restriction the server does not know) sends the
     /// postmaster its transcript (notify_classes = resource, software).
     @Test func postmasterGetsTheTranscriptOfAFailedSession() throws {

@@ -33,21 +33,50 @@ service lmtp {{
 """
 
 
+AUTH_CONF = """base_dir = {d}/run
+state_dir = {d}/state
+log_path = {d}/dovecot.log
+protocols =
+ssl = no
+auth_mechanisms = plain login
+disable_plaintext_auth = no
+auth_failure_delay = 0
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN {d}/users
+}}
+userdb {{
+  driver = static
+  args = uid=nobody gid=nogroup home=/nonexistent
+}}
+service auth {{
+  unix_listener {d}/auth {{
+    mode = 0666
+  }}
+}}
+"""
+
+
 def available():
     return os.path.exists(DOVECOT) and os.path.exists("/usr/lib/dovecot/lmtp")
 
 
 class Dovecot:
-    def __init__(self, directory):
+    def __init__(self, directory, users=None):
+        """Dovecot's LMTP server; or, given users ({name: password}), only its
+        authentication service, with the auth-client socket at DIRECTORY/auth."""
         self.dir = directory
         for sub in ("run", "state", "mail"):
             os.makedirs(f"{directory}/{sub}", exist_ok=True)
         nobody = pwd.getpwnam("nobody")
         os.chown(f"{directory}/mail", nobody.pw_uid, nobody.pw_gid)
         os.chmod(directory, 0o755)
-        open(f"{directory}/dovecot.conf", "w").write(CONF.format(d=directory))
+        conf = CONF if users is None else AUTH_CONF
+        if users is not None:
+            open(f"{directory}/users", "w").write("".join(f"{u}:{{PLAIN}}{p}\n" for u, p in users.items()))
+        open(f"{directory}/dovecot.conf", "w").write(conf.format(d=directory))
         subprocess.run([DOVECOT, "-c", f"{directory}/dovecot.conf"], check=True)
-        self.socket = f"{directory}/lmtp"
+        self.socket = f"{directory}/lmtp" if users is None else f"{directory}/auth"
         deadline = time.time() + 10
         while not os.path.exists(self.socket) and time.time() < deadline:
             time.sleep(0.1)

@@ -10,12 +10,14 @@ pipelining=False, size (a SIZE limit), data (the reply code after the message),
 lmtp=True (LHLO, one reply per accepted recipient after the message), rcpt (a reply code
 for every RCPT TO: 450 or 550), xforward=True (announce and accept XFORWARD), eightbit=False (no 8BITMIME),
 peer=True (the client's address in the transcript), tls=PEMFILE (offer STARTTLS with this key
-and certificate; the transcript notes the TLS version), stall ("greet": no greeting, "dot": no reply to the end of the message; the sink
+and certificate; the transcript notes the TLS version), auth=USER:PASSWORD (offer AUTH with the
+mechanisms in authmechs, default "PLAIN LOGIN", and accept only these credentials; the
+transcript shows the decoded exchange with the password as "(password)"), stall ("greet": no greeting, "dot": no reply to the end of the message; the sink
 waits for the client to hang up).
 The transcript (the client's lines, the message as received) goes to `log_path`, one
 session after another.
 """
-import os, socket, ssl, threading
+import base64, os, socket, ssl, threading
 
 
 class Sink:
@@ -94,6 +96,8 @@ class Sink:
                         ext.append("8BITMIME")
                     if o.get("tls") and not isinstance(conn, ssl.SSLSocket):
                         ext.append("STARTTLS")
+                    if o.get("auth"):
+                        ext.append("AUTH " + o.get("authmechs", "PLAIN LOGIN"))
                     ext += ["DSN", "ENHANCEDSTATUSCODES"]
                     say("\r\n".join(f"250{'-' if i < len(ext) - 1 else ' '}{e}" for i, e in enumerate(ext)))
                 elif verb == "HELO":
@@ -110,6 +114,31 @@ class Sink:
                     lines.append(f"(TLS: {conn.version()})")
                     f = conn.makefile("rb")
                     mail_ok, rcpts = False, []
+                elif verb == "AUTH" and o.get("auth"):
+                    user, _, password = o["auth"].partition(":")
+                    words = line.split(" ")
+                    mech = words[1].upper() if len(words) > 1 else ""
+
+                    def ask(prompt):
+                        say("334 " + base64.b64encode(prompt.encode()).decode())
+                        answer = f.readline().decode().rstrip("\r\n")
+                        return base64.b64decode(answer).decode("utf-8", "replace")
+                    if mech == "PLAIN":
+                        data = base64.b64decode(words[2]).decode() if len(words) > 2 else ask("")
+                        parts = data.split("\0")
+                        given = (parts[1], parts[2]) if len(parts) == 3 else ("", "")
+                        lines[-1] = f"C: AUTH PLAIN (authzid={parts[0] if len(parts) == 3 else ''!r} user={given[0]})"
+                    elif mech == "LOGIN":
+                        name = base64.b64decode(words[2]).decode() if len(words) > 2 else ask("Username:")
+                        given = (name, ask("Password:"))
+                        lines[-1] = f"C: AUTH LOGIN (user={given[0]})"
+                    else:
+                        say("504 5.5.4 Unrecognized authentication type")
+                        continue
+                    if given == (user, password):
+                        say("235 2.7.0 Authentication successful")
+                    else:
+                        say("535 5.7.8 Error: authentication failed: authentication failure")
                 elif verb == "MAIL":
                     if "badsender" in line.lower():
                         say("553 5.7.1 Sender address rejected")

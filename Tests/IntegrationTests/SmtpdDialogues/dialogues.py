@@ -24,8 +24,12 @@ Scenario syntax (one directive a line; "#" lines are comments):
   client ADDRESS       connect from this loopback address (default 127.0.0.1)
   early                do not wait for the greeting before the first send
   tlswrap              TLS from the start (smtpd_tls_wrappermode)
+  dovecot-auth         a Dovecot authentication service for the scenario's smtpd_sasl_type=dovecot
+                       (socket @DIR@/dovecot-auth/auth), with the SASL users below
   tls [VERSION]        the TLS handshake (after "> STARTTLS"), at most VERSION (TLSv1.2);
                        the certificates are @DIR@/tls-rsa.pem and @DIR@/tls-ec.pem
+  SASL users (sasldb @DIR@/sasldb2 made by saslpasswd2, realm mx.example.com, named in
+  $config_directory/sasl/smtpd.conf; and Dovecot's): alice/secret, bob/hunter2.
   > TEXT               send TEXT and CRLF, then read one reply
   | TEXT               send TEXT and CRLF without reading a reply
   = PYTHON-BYTES       send raw bytes written as a Python bytes literal body (b"..." inside)
@@ -38,6 +42,7 @@ import argparse, difflib, glob, grp, os, pwd, re, shutil, socket, ssl, subproces
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "..", "Support"))
 import mailinstance  # noqa: E402
+import dovecotlmtp  # noqa: E402
 import postfixproto as pp  # noqa: E402
 
 MAIN_CF = """myhostname = mx.example.com
@@ -66,6 +71,7 @@ VMAILBOX = "box@vmbox.example vmbox/box/\n"
 
 
 POLICY = ["inet:127.0.0.1:0"]
+SASL_USERS = {"alice": "secret", "bob": "hunter2"}
 
 
 def policy_server():
@@ -134,6 +140,7 @@ class Scenario:
         self.cleanup_options = []
         self.postmaps = []
         self.client, self.early, self.tlswrap = "127.0.0.1", False, False
+        self.dovecot_auth = False
         lines = open(path, encoding="utf-8").read().split("\n")
         i = 0
         while i < len(lines):
@@ -163,6 +170,8 @@ class Scenario:
                 self.early = True
             elif line.strip() == "tlswrap":
                 self.tlswrap = True
+            elif line.strip() == "dovecot-auth":
+                self.dovecot_auth = True
             else:
                 self.steps.append(line)
 
@@ -359,6 +368,19 @@ def make_certificates(d):
         os.chmod(f"{d}/{name}.pem", 0o600)
 
 
+def make_sasl(d, etc):
+    """The Cyrus SASL set-up: smtpd.conf in etc/sasl (where both smtpds look when
+    cyrus_sasl_config_path is empty), the users in the sasldb d/sasldb2."""
+    for conf in (f"{etc}/sasl",):
+        os.makedirs(conf, exist_ok=True)
+        open(f"{conf}/smtpd.conf", "w").write(f"pwcheck_method: auxprop\nauxprop_plugin: sasldb\n"
+                                              f"sasldb_path: {d}/sasldb2\nmech_list: PLAIN LOGIN CRAM-MD5\n")
+    for user, password in SASL_USERS.items():
+        subprocess.run(["saslpasswd2", "-c", "-p", "-f", f"{d}/sasldb2", "-u", "mx.example.com", user],
+                       input=password.encode(), check=True)
+    os.chown(f"{d}/sasldb2", pwd.getpwnam("postfix").pw_uid, grp.getgrnam("postfix").gr_gid)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("build")
@@ -392,6 +414,10 @@ def main():
                                  dns=open(f"{HERE}/zone").read(), files=files)
     failures = []
     make_certificates(f"{inst.root}/files")
+    make_sasl(f"{inst.root}/files", inst.etc)
+    dovecots = []
+    if any(scn.dovecot_auth for scn in scenarios):
+        dovecots.append(dovecotlmtp.Dovecot(f"{inst.root}/files/dovecot-auth", users=SASL_USERS))
     for scn in scenarios:
         for kind, name in scn.postmaps:
             # Into files/pf/, a directory of mail_owner's (verify keeps tables elsewhere).
@@ -446,6 +472,8 @@ def main():
                 print(f"=== {scn.name}: {side} differs from {scn.name}.expected")
                 sys.stdout.writelines(l + "\n" for l in difflib.unified_diff(expected, got, "expected", side, lineterm="", n=2))
     finally:
+        for d in dovecots:
+            d.close()
         if os.environ.get("KEEP_LOG"):
             print(inst.read_log())
         if os.environ.get("KEEP_INSTANCE"):
