@@ -11,7 +11,7 @@ lmtp=True (LHLO, one reply per accepted recipient after the message), rcpt (a re
 for every RCPT TO: 450 or 550), xforward=True (announce and accept XFORWARD), eightbit=False (no 8BITMIME),
 peer=True (the client's address in the transcript), tls=PEMFILE (offer STARTTLS with this key
 and certificate; the transcript notes the TLS version), auth=USER:PASSWORD (offer AUTH with the
-mechanisms in authmechs, default "PLAIN LOGIN", and accept only these credentials; the
+mechanisms in authmechs, default "PLAIN,LOGIN", and accept only these credentials; the
 transcript shows the decoded exchange with the password as "(password)"), stall ("greet": no greeting, "dot": no reply to the end of the message; the sink
 waits for the client to hang up).
 The transcript (the client's lines, the message as received) goes to `log_path`, one
@@ -97,7 +97,7 @@ class Sink:
                     if o.get("tls") and not isinstance(conn, ssl.SSLSocket):
                         ext.append("STARTTLS")
                     if o.get("auth"):
-                        ext.append("AUTH " + o.get("authmechs", "PLAIN LOGIN"))
+                        ext.append("AUTH " + o.get("authmechs", "PLAIN LOGIN").replace(",", " "))
                     ext += ["DSN", "ENHANCEDSTATUSCODES"]
                     say("\r\n".join(f"250{'-' if i < len(ext) - 1 else ' '}{e}" for i, e in enumerate(ext)))
                 elif verb == "HELO":
