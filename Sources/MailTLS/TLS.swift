@@ -46,9 +46,18 @@ func logOpenSSLErrors() {
     }
 }
 
+/// The client certificate is looked at, not judged, in the handshake (Postfix's
+/// verify callback): trust is decided afterwards from the verification result.
+private let acceptAnyCertificate: @convention(c) (Int32, OpaquePointer?) -> Int32 = { _, _ in 1 }
+
 public final class TLSServerContext {
     let ctx: OpaquePointer
     public let logLevel: Int
+    /// smtpd_tls_ask_ccert (or req_ccert at level encrypt): a client certificate is asked for.
+    public private(set) var askCcert = false
+    /// smtpd_tls_req_ccert at level encrypt: a trusted client certificate is required.
+    public private(set) var requireCcert = false
+    var fingerprintDigest = "sha256"
 
     deinit { SSL_CTX_free(ctx) }
 
@@ -186,6 +195,21 @@ public final class TLSServerContext {
         }
         // Postfix has no server-side session cache without a database; tickets stay on.
         _ = cssl_ctx_set_session_cache_mode(c, Int(SSL_SESS_CACHE_OFF))
+        requireCcert = level >= .encrypt && config.bool("\(prefix)_tls_req_ccert")
+        askCcert = config.bool("\(prefix)_tls_ask_ccert") || requireCcert
+        fingerprintDigest = config.string("\(prefix)_tls_fingerprint_digest")
+        if askCcert {
+            guard EVP_get_digestbyname(fingerprintDigest) != nil else {
+                Msg.warn("Digest algorithm \"\(fingerprintDigest)\" not found: disabling TLS support")
+                return nil
+            }
+            SSL_CTX_set_verify(c, SSL_VERIFY_PEER | SSL_VERIFY_CLIENT_ONCE, acceptAnyCertificate)
+            SSL_CTX_set_verify_depth(c, Int32(config.int("\(prefix)_tls_ccert_verifydepth")) + 1)
+            let caFile = config.string("\(prefix)_tls_CAfile")
+            if !caFile.isEmpty, let names = SSL_load_client_CA_file(caFile) { SSL_CTX_set_client_CA_list(c, names) }
+            let sid = Array("smtpd".utf8)
+            _ = SSL_CTX_set_session_id_context(c, sid, UInt32(sid.count))
+        }
     }
 
     /// A key or certificate file that cannot be opened, as Postfix 3.7 reports it.
@@ -203,6 +227,22 @@ public final class TLSServerContext {
     /// seconds; nil when it failed (logged as Postfix does).
     public func accept(fd: Int32, timeout: Int, peer: String) -> TLSSession? {
         guard let session = TLSSession.handshake(ctx, fd: fd, timeout: timeout, client: false, peer: peer) else { return nil }
+        if askCcert, let cert = SSL_get1_peer_certificate(session.ssl) {
+            defer { X509_free(cert) }
+            session.peerCertificate(cert, digest: fingerprintDigest)
+            let result = SSL_get_verify_result(session.ssl)
+            if result == Int(X509_V_OK) {
+                session.trusted = true
+                session.trust = "Trusted"
+            } else {
+                session.trust = "Untrusted"
+                session.verifyError = String(cString: X509_verify_cert_error_string(result))
+                if requireCcert { session.logVerifyFailure(result, peer: peer) }
+            }
+            if logLevel >= 2 {
+                Msg.info("\(peer): subject_CN=\(session.peerCN), issuer_CN=\(session.issuerCN), fingerprint=\(session.certFingerprint), pkey_fingerprint=\(session.pkeyFingerprint)")
+            }
+        }
         if logLevel >= 1 { Msg.info(session.summary(peer: peer, role: "from")) }
         return session
     }
@@ -325,27 +365,36 @@ public final class TLSSession: StreamTransport {
                 out += " key-exchange ECDHE (\(name))"
             }
         }
-        var peerCert: OpaquePointer?
-        if isClient { peerCert = SSL_get1_peer_certificate(ssl) }
+        // The server's signature, then the client's when it presented a certificate.
+        let peerCert = SSL_get1_peer_certificate(ssl)
         defer { if let c = peerCert { X509_free(c) } }
-        let keyOrNil: OpaquePointer? = isClient ? peerCert.flatMap { X509_get0_pubkey($0) } : SSL_get_privatekey(ssl)
-        if let key = keyOrNil {
+        let peerKey = peerCert.flatMap { X509_get0_pubkey($0) }
+        let ownKey = SSL_get_privatekey(ssl)
+        func signature(_ role: String, _ key: OpaquePointer?, peer: Bool) {
+            guard let key else { return }
             let bits = Int(EVP_PKEY_get_bits(key))
             switch EVP_PKEY_get_base_id(key) {
             case EVP_PKEY_RSA:
-                out += " server-signature \(protocolVersion == "TLSv1.3" ? "RSA-PSS" : "RSA") (\(bits) bits)"
+                out += " \(role)-signature \(protocolVersion == "TLSv1.3" ? "RSA-PSS" : "RSA") (\(bits) bits)"
             case EVP_PKEY_EC:
-                out += " server-signature ECDSA (\(curveName(key)))"
+                out += " \(role)-signature ECDSA (\(curveName(key)))"
             case EVP_PKEY_ED25519:
-                out += " server-signature ED25519"
+                out += " \(role)-signature ED25519"
             default:
                 break
             }
             var nid: Int32 = 0
-            let got = isClient ? cssl_get_peer_signature_nid(ssl, &nid) : cssl_get_signature_nid(ssl, &nid)
+            let got = peer ? cssl_get_peer_signature_nid(ssl, &nid) : cssl_get_signature_nid(ssl, &nid)
             if got == 1, nid != NID_undef, let sn = OBJ_nid2sn(nid) {
-                out += " server-digest \(String(cString: sn))"
+                out += " \(role)-digest \(String(cString: sn))"
             }
+        }
+        if isClient {
+            signature("server", peerKey, peer: true)
+            if ownKey != nil && SSL_get_certificate(ssl) != nil { signature("client", ownKey, peer: false) }
+        } else {
+            signature("server", ownKey, peer: false)
+            signature("client", peerKey, peer: true)
         }
         return out
     }
@@ -358,11 +407,69 @@ public final class TLSSession: StreamTransport {
         return n == "P-256" ? "prime256v1" : n == "P-384" ? "secp384r1" : n == "P-521" ? "secp521r1" : n
     }
 
-    /// What the client learned of the server's certificate.
+    /// What the client learned of the server's certificate, or smtpd of the client's.
     public var trust = "Anonymous"
     public var trusted = false
     public var verified = false
     public var verifyError = ""
+    /// The peer's certificate (smtpd with smtpd_tls_ask_ccert): present at all, its
+    /// subject and issuer common names, the fingerprints of the certificate and of its
+    /// public key (smtpd_tls_fingerprint_digest, "AB:CD:...").
+    public private(set) var certPresent = false
+    public private(set) var peerCN = ""
+    public private(set) var issuerCN = ""
+    public private(set) var certFingerprint = ""
+    public private(set) var pkeyFingerprint = ""
+
+    func peerCertificate(_ cert: OpaquePointer, digest: String) {
+        certPresent = true
+        func cn(_ name: OpaquePointer?, fallback: Int32? = nil) -> String {
+            guard let name else { return "" }
+            var buf = [CChar](repeating: 0, count: 256)
+            for nid in [NID_commonName] + (fallback.map { [$0] } ?? []) {
+                let n = X509_NAME_get_text_by_NID(name, nid, &buf, Int32(buf.count))
+                if n > 0 { return String(cString: buf) }
+            }
+            return ""
+        }
+        peerCN = cn(X509_get_subject_name(cert))
+        issuerCN = cn(X509_get_issuer_name(cert), fallback: NID_organizationName)
+        guard let md = EVP_get_digestbyname(digest) else { return }
+        func hex(_ bytes: ArraySlice<UInt8>) -> String {
+            bytes.map { b in
+                let h = String(b, radix: 16, uppercase: true)
+                return h.count == 1 ? "0" + h : h
+            }.joined(separator: ":")
+        }
+        var out = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
+        var len: UInt32 = 0
+        if X509_digest(cert, md, &out, &len) == 1 { certFingerprint = hex(out.prefix(Int(len))) }
+        if let key = X509_get0_pubkey(cert) {
+            var der: UnsafeMutablePointer<UInt8>?
+            let n = i2d_PUBKEY(key, &der)
+            if n > 0, let der {
+                len = 0
+                if EVP_Digest(der, Int(n), &out, &len, md, nil) == 1 { pkeyFingerprint = hex(out.prefix(Int(len))) }
+                CRYPTO_free(der, nil, 0)
+            }
+        }
+    }
+
+    /// tls_verify_certificate_callback's log line for a client certificate.
+    func logVerifyFailure(_ result: Int, peer: String) {
+        switch Int32(result) {
+        case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+            Msg.info("certificate verification failed for \(peer): self-signed certificate")
+        case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY, X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+            Msg.info("certificate verification failed for \(peer): untrusted issuer \(issuerCN)")
+        case X509_V_ERR_CERT_NOT_YET_VALID:
+            Msg.info("client certificate verification failed for \(peer): certificate not yet valid")
+        case X509_V_ERR_CERT_HAS_EXPIRED:
+            Msg.info("client certificate verification failed for \(peer): certificate has expired")
+        default:
+            Msg.info("client certificate verification failed for \(peer): num=\(result):\(verifyError)")
+        }
+    }
 
     /// tls_log_summary for a new session.
     public func summary(peer: String, role: String) -> String {
@@ -375,7 +482,15 @@ public final class TLSSession: StreamTransport {
         let bits = cipherBits
         let first = "(using \(protocolVersion) with cipher \(cipherName) (\(bits.use)/\(bits.alg) bits)"
         let details = keyDetails
-        return details.isEmpty ? [first + ")"] : [first, " " + details.dropFirst() + ")"]
+        if details.isEmpty { return [first + ")"] }
+        // The client's signature, when there is one, goes on a line of its own.
+        let marker = Array(" client-signature".utf8), bytes = Array(details.utf8)
+        if let at = (0...max(0, bytes.count - marker.count)).first(where: { bytes[$0...].starts(with: marker) }), at > 0 {
+            let server = String(decoding: bytes[1..<at], as: UTF8.self)
+            let client = String(decoding: bytes[(at + 1)...], as: UTF8.self)
+            return [first, " " + server, " " + client + ")"]
+        }
+        return [first, " " + details.dropFirst() + ")"]
     }
 }
 

@@ -229,3 +229,33 @@ extension Session {
         }
     }
 }
+
+extension Session {
+    /// permit_tls_clientcerts (a client certificate or public key fingerprint listed in
+    /// relay_clientcerts) and permit_tls_all_clientcerts (any trusted certificate).
+    func permitTLSClientCerts(_ name: String, all: Bool) throws -> CheckResult {
+        guard let t = tls else { return .dunno }
+        if all && t.trusted {
+            if Msg.verbose > 0 { Msg.info("Relaying allowed for all verified client certificates") }
+            return aclPermit(name, ReplyClass.client, namaddr)
+        }
+        if t.certPresent {
+            guard let maps = s.relayClientCerts else { return .dunno }
+            for key in [t.certFingerprint, t.pkeyFingerprint] {
+                switch maps.lookup(key) {
+                case .found: return aclPermit(name, ReplyClass.client, namaddr)
+                case .notFound: continue
+                default:
+                    Msg.warn("relay_clientcerts: lookup error for fingerprint '\(t.certFingerprint)', pkey fingerprint \(t.pkeyFingerprint)")
+                    try dictRetry(namaddr)
+                }
+            }
+            if Msg.verbose > 0 {
+                Msg.info("relay_clientcerts: No match for fingerprint '\(t.certFingerprint)', pkey fingerprint \(t.pkeyFingerprint)")
+            }
+        } else if s.tlsContext?.askCcert != true {
+            Msg.warn("\(name) is requested, but \"smtpd_tls_ask_ccert = no\"")
+        }
+        return .dunno
+    }
+}

@@ -63,6 +63,7 @@ enum ReplyClass {
     static let data = "Data command"
     static let endOfData = "End-of-data"
     static let saslUser = "SASL login name"
+    static let clientCertificate = "Client certificate"
 }
 
 /// The access table restriction a bare "type:table" in a list stands for.
@@ -460,7 +461,13 @@ extension Session {
             guard let d = domainArgument(name, list, &i) else { return .dunno }
             return reverseName.lowercased() == "unknown" ? .dunno : try rejectRBLDomain(d, reverseName, ReplyClass.reverseClient)
         case "check_ccert_access":
-            _ = try mapArgument(name, list, &i)
+            let table = try mapArgument(name, list, &i)
+            // A fingerprint names the certificate itself: its issuer need not be trusted.
+            guard let t = tls, t.certPresent else { return .dunno }
+            for key in [t.certFingerprint, t.pkeyFingerprint] {
+                let st = try accessFull(table, key, replyName: namaddr, replyClass: ReplyClass.clientCertificate, defACL: defACL)
+                if st != .dunno { return st }
+            }
             return .dunno
         case "check_sasl_access":
             let table = try mapArgument(name, list, &i)
@@ -570,8 +577,7 @@ extension Session {
         case "permit_sasl_authenticated":
             return saslAuthenticated ? aclPermit(name, ReplyClass.client, namaddr) : .dunno
         case "permit_tls_all_clientcerts", "permit_tls_clientcerts":
-            // No TLS client certificate is asked for in this session.
-            return .dunno
+            return try permitTLSClientCerts(name, all: lname == "permit_tls_all_clientcerts")
         case "reject_unknown_recipient_domain":
             guard let recipient else { return .dunno }
             return try rejectUnknownAddress(recipient, recipient, ReplyClass.recipient)

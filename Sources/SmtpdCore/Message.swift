@@ -195,7 +195,13 @@ extension Session {
             if extended { proto += "S" }
             if s.tlsReceivedHeader {
                 lines += t.receivedText.map { "\t" + $0 }
-                lines.append("\t(No client certificate requested)")
+                if t.certPresent {
+                    lines.append("\t(Client CN \"\(Self.commentSanitize(t.peerCN))\", Issuer \"\(Self.commentSanitize(t.issuerCN))\" (\(t.trusted ? "verified OK" : "not verified")))")
+                } else if s.tlsContext?.askCcert == true {
+                    lines.append("\t(Client did not present a certificate)")
+                } else {
+                    lines.append("\t(No client certificate requested)")
+                }
             }
         }
         if let u = saslUsername {

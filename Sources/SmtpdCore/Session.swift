@@ -242,6 +242,14 @@ final class Session {
         }
         tls = t
         stream.transport = t
+        // smtpd_tls_req_ccert: without a trusted client certificate the session ends.
+        if ctx.requireCcert && !t.trusted {
+            let why = t.certPresent ? "Client certificate not trusted" : "No client certificate presented"
+            Msg.info("NOQUEUE: abort: TLS from \(namaddr): \(why)")
+            errorMask.insert(.policy)
+            reply("421 4.7.1 \(s.myhostname) Error: \(why)")
+            done = true
+        }
         return true
     }
 
@@ -266,7 +274,7 @@ final class Session {
             return false
         }
         // A new SASL server, with the security options for TLS sessions.
-        if s.saslEnabled {
+        if s.saslEnabled && !done {
             saslDeactivate()
             saslActivate()
         }

@@ -100,6 +100,7 @@ final class Settings {
     let brokenSASLClients: Bool
     let tlsAuthOnly: Bool
     let senderLoginMaps: MailAddrFinder?
+    let relayClientCerts: Maps?
     let verifyPollDelay: Int
     let showUnknownTable: Bool
     let allowUntrustedRouting: Bool
@@ -295,6 +296,8 @@ final class Settings {
         senderCanonicalMaps = finder("sender_canonical_maps")
         recipientCanonicalMaps = finder("recipient_canonical_maps")
         senderLoginMaps = finder("smtpd_sender_login_maps")
+        let ccerts = config.string("relay_clientcerts")
+        relayClientCerts = ccerts.isEmpty || standalone ? nil : Maps(title: "relay_clientcerts", mapNames: ccerts, flags: .lock)
         doubleBounceSender = config.string("double_bounce_sender")
         let replyMaps = config.string("rbl_reply_maps")
         rblReplyMaps = replyMaps.isEmpty || standalone ? nil : Maps(title: "rbl_reply_maps", mapNames: replyMaps, flags: .lock)

@@ -26,8 +26,13 @@ Scenario syntax (one directive a line; "#" lines are comments):
   tlswrap              TLS from the start (smtpd_tls_wrappermode)
   dovecot-auth         a Dovecot authentication service for the scenario's smtpd_sasl_type=dovecot
                        (socket @DIR@/dovecot-auth/auth), with the SASL users below
-  tls [VERSION]        the TLS handshake (after "> STARTTLS"), at most VERSION (TLSv1.2);
-                       the certificates are @DIR@/tls-rsa.pem and @DIR@/tls-ec.pem
+  tls [VERSION] [cert=NAME]
+                       the TLS handshake (after "> STARTTLS"), at most VERSION (TLSv1.2),
+                       presenting the client certificate @DIR@/NAME.pem; the server
+                       certificates are @DIR@/tls-rsa.pem and @DIR@/tls-ec.pem, the client
+                       ones tls-client.pem (also a CA file of itself) and tls-stranger.pem;
+                       in files, @CCERT_FP@ and @CCERT_PKEY_FP@ are tls-client.pem's
+                       SHA-256 certificate and public key fingerprints
   SASL users (sasldb @DIR@/sasldb2 made by saslpasswd2, realm mx.example.com, named in
   $config_directory/sasl/smtpd.conf; and Dovecot's): alice/secret, bob/hunter2.
   > TEXT               send TEXT and CRLF, then read one reply
@@ -72,6 +77,7 @@ VMAILBOX = "box@vmbox.example vmbox/box/\n"
 
 POLICY = ["inet:127.0.0.1:0"]
 SASL_USERS = {"alice": "secret", "bob": "hunter2"}
+FILES = [""]
 
 
 def policy_server():
@@ -230,10 +236,15 @@ def converse(scn, port):
     s.connect(("127.0.0.1", port))
     buf = [b""]
 
-    def handshake(sock, version=None):
+    def handshake(sock, args=""):
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
+        words = args.split()
+        version = next((w for w in words if not w.startswith("cert=")), None)
+        for w in words:
+            if w.startswith("cert="):
+                ctx.load_cert_chain(f"{FILES[0]}/{w[5:]}.pem")
         if version == "TLSv1.2":
             ctx.maximum_version = ssl.TLSVersion.TLSv1_2
         try:
@@ -265,7 +276,7 @@ def converse(scn, port):
             elif step == "<":
                 alive = read_reply(s, buf, out)
             elif step == "tls" or step.startswith("tls "):
-                s, alive = handshake(s, step[4:].strip() or None)
+                s, alive = handshake(s, step[4:].strip())
             elif step.startswith("sleep "):
                 time.sleep(float(step[6:]))
             elif step == "close":
@@ -359,13 +370,33 @@ def transcript(inst, scn, port, tag):
 
 
 def make_certificates(d):
-    """A self-signed RSA and an ECDSA key and certificate, each in one PEM file."""
-    for name, args in (("tls-rsa", ["-newkey", "rsa:2048"]), ("tls-ec", ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])):
-        subprocess.run(["openssl", "req", "-x509", "-nodes", "-days", "30", "-subj", "/CN=mx.example.com",
+    """Self-signed keys and certificates, each in one PEM file: the server's RSA and
+    ECDSA ones, and two clients'."""
+    for name, args in (("tls-rsa", ["-newkey", "rsa:2048"]), ("tls-ec", ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]),
+                       ("tls-client", ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-subj", "/CN=client.example.test/O=Client Org"]),
+                       ("tls-stranger", ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-subj", "/CN=stranger.example.test"])):
+        subject = [] if "-subj" in args else ["-subj", "/CN=mx.example.com"]
+        subprocess.run(["openssl", "req", "-x509", "-nodes", "-days", "30"] + subject + [
                         "-keyout", f"{d}/{name}.key", "-out", f"{d}/{name}.crt"] + args, check=True, capture_output=True)
         with open(f"{d}/{name}.pem", "w") as f:
             f.write(open(f"{d}/{name}.key").read() + open(f"{d}/{name}.crt").read())
         os.chmod(f"{d}/{name}.pem", 0o600)
+    os.chmod(f"{d}/tls-client.crt", 0o644)
+    # The client's fingerprints, for the tables that name them.
+    fp = subprocess.run(["openssl", "x509", "-in", f"{d}/tls-client.crt", "-noout", "-fingerprint", "-sha256"],
+                        capture_output=True, text=True, check=True).stdout.strip().split("=", 1)[1]
+    der = subprocess.run(["openssl", "x509", "-in", f"{d}/tls-client.crt", "-noout", "-pubkey"], capture_output=True, check=True).stdout
+    der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "DER"], input=der, capture_output=True, check=True).stdout
+    import hashlib
+    pkey = ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
+    for f in glob.glob(f"{d}/*"):
+        if os.path.isfile(f) and not f.endswith((".pem", ".key", ".crt")):
+            try:
+                text = open(f).read()
+            except UnicodeDecodeError:
+                continue
+            if "@CCERT_FP@" in text or "@CCERT_PKEY_FP@" in text:
+                open(f, "w").write(text.replace("@CCERT_FP@", fp).replace("@CCERT_PKEY_FP@", pkey))
 
 
 def make_sasl(d, etc):
@@ -413,6 +444,7 @@ def main():
                                  ref_programs=("smtpd", "cleanup", "tlsmgr") if args.reference else (),
                                  dns=open(f"{HERE}/zone").read(), files=files)
     failures = []
+    FILES[0] = f"{inst.root}/files"
     make_certificates(f"{inst.root}/files")
     make_sasl(f"{inst.root}/files", inst.etc)
     dovecots = []
