@@ -528,14 +528,28 @@ public final class TLSClientContext {
 
     /// The handshake as a client; nil when it failed. `names`: the names the server
     /// certificate must carry to count as verified (empty: none asked for).
-    public func connect(fd: Int32, timeout: Int, peer: String, names: [String]) -> TLSSession? {
+    /// `fingerprints` (level fingerprint): the certificate or public key fingerprints
+    /// (with `digest`) that make it verified.
+    public func connect(fd: Int32, timeout: Int, peer: String, names: [String],
+                        fingerprints: [String] = [], digest: String = "sha256") -> TLSSession? {
         guard let session = TLSSession.handshake(ctx, fd: fd, timeout: timeout, client: true, peer: peer) else { return nil }
         let ssl = session.ssl
         if let cert = SSL_get1_peer_certificate(ssl) {
             defer { X509_free(cert) }
             session.trust = "Untrusted"
             let result = SSL_get_verify_result(ssl)
-            if result == Int(X509_V_OK) {
+            if !fingerprints.isEmpty {
+                session.peerCertificate(cert, digest: digest)
+                let wanted = Set(fingerprints.map { $0.uppercased() })
+                session.trusted = result == Int(X509_V_OK)
+                if wanted.contains(session.certFingerprint) || wanted.contains(session.pkeyFingerprint) {
+                    session.trust = "Verified"
+                    session.verified = true
+                } else {
+                    // Postfix checks fingerprints as DANE TLSA records, and says so.
+                    Msg.info("server certificate verification failed for \(peer): num=\(X509_V_ERR_DANE_NO_MATCH):no matching DANE TLSA records")
+                }
+            } else if result == Int(X509_V_OK) {
                 session.trusted = true
                 if names.isEmpty {
                     session.trust = "Trusted"

@@ -58,6 +58,12 @@ public final class Smtp {
     let tlsPolicy: Maps?
     let tlsVerifyMatch: [String]
     let tlsSecureMatch: [String]
+    /// smtp_tls_fingerprint_cert_match and smtp_tls_fingerprint_digest (level fingerprint).
+    let fingerprintMatch: [String]
+    let fingerprintDigest: String
+    /// smtp_tls_wrappermode: TLS from the first byte (SMTPS, port 465), at level encrypt
+    /// or stronger.
+    let tlsWrapper: Bool
     let starttlsTimeout: Int
     /// The contexts (opportunistic, mandatory), made before the privilege drop.
     var tlsContexts: [Bool: TLSClientContext] = [:]
@@ -119,6 +125,9 @@ public final class Smtp {
         tlsVerifyMatch = Tokens.split(config.string(p("tls_verify_cert_match")), separators: Array(" \t\n\r,:".utf8))
         tlsSecureMatch = Tokens.split(config.string(p("tls_secure_cert_match")), separators: Array(" \t\n\r,:".utf8))
         starttlsTimeout = time("starttls_timeout")
+        fingerprintMatch = Tokens.split(config.string(p("tls_fingerprint_cert_match")))
+        fingerprintDigest = config.string(p("tls_fingerprint_digest"))
+        tlsWrapper = config.bool(p("tls_wrappermode"))
         sasl = config.bool(p("sasl_auth_enable")) ? ClientSASLSettings(config: config, prefix: prefix) : nil
     }
 
@@ -135,7 +144,13 @@ public final class Smtp {
     /// The TLS policy for a next hop: smtp_tls_policy_maps (the next hop as written, then
     /// its domain and parent domains as ".domain"), else smtp_tls_security_level.
     func tlsPolicy(for nexthop: String) -> (level: ClientTLSLevel, match: [String]?) {
-        guard let maps = tlsPolicy else { return (tlsLevel, nil) }
+        guard let maps = tlsPolicy else {
+            if tlsLevel == .fingerprint && fingerprintMatch.isEmpty {
+                Msg.warn("nexthop domain \(nexthop): configured at fingerprint security level, but with no fingerprints to match.")
+                return (.invalid, nil)
+            }
+            return (tlsLevel, nil)
+        }
         var keys = [nexthop]
         var domain = nexthop
         if domain.hasPrefix("[") { domain = String(domain.dropFirst().prefix { $0 != "]" }) }
@@ -154,8 +169,14 @@ public final class Smtp {
                 return (.invalid, nil)
             }
             var match: [String]?
+            // Fingerprints contain ":", so they are separated by "|".
+            let separator: Character = level == .fingerprint ? "|" : ":"
             for w in words.dropFirst() where w.lowercased().hasPrefix("match=") {
-                match = w.dropFirst(6).split(separator: ":").map(String.init)
+                match = (match ?? []) + w.dropFirst(6).split(separator: separator).map(String.init)
+            }
+            if level == .fingerprint && (match ?? fingerprintMatch).isEmpty {
+                Msg.warn("nexthop domain \(domain): configured at fingerprint security level, but with no fingerprints to match.")
+                return (.invalid, nil)
             }
             return (level, match)
         }
@@ -581,7 +602,10 @@ final class Session {
     }
 
     func converse(fromCache: Bool) throws {
-        if !fromCache { try greetAndHello() }
+        if !fromCache {
+            if !wrapperTLS() { return }
+            try greetAndHello()
+        }
         if tryNext != nil || !pending.contains(where: { !$0.done }) { return }
         if !fromCache {
             try startTLS()
@@ -652,9 +676,23 @@ final class Session {
         if tryNext == nil && pending.contains(where: { !$0.done }) { greeted = true }
     }
 
+    /// SMTPS (smtp_tls_wrappermode): the handshake before the greeting, when the next
+    /// hop's level is encrypt or stronger. False when the session cannot go on.
+    func wrapperTLS() -> Bool {
+        let policy = agent.tlsPolicy(for: job.request.nexthop)
+        guard agent.tlsWrapper, policy.level >= .encrypt else { return true }
+        guard let ctx = agent.tlsContext(mandatory: true) else {
+            softFail("4.7.5", "TLS is required, but our TLS engine is unavailable")
+            return false
+        }
+        return handshakeTLS(policy, ctx)
+    }
+
     /// STARTTLS as the TLS policy of the next hop asks: opportunistic (may), mandatory
-    /// (encrypt), with a trusted certificate (verify, secure) whose names match.
+    /// (encrypt), with a certificate of a known fingerprint (fingerprint), or a trusted
+    /// one whose names match (verify, secure).
     func startTLS() throws {
+        if tls != nil { return }
         let policy = agent.tlsPolicy(for: job.request.nexthop)
         let level = policy.level
         if level == .invalid { return softFail("4.7.5", "TLS policy lookup for \(job.request.nexthop): configuration problem") }
@@ -684,6 +722,17 @@ final class Session {
             }
             return
         }
+        guard handshakeTLS(policy, ctx) else { return }
+        features = []
+        authMechanisms = nil
+        sizeLimit = 0
+        xforwardNames = nil
+        try hello()
+    }
+
+    /// The handshake and the checks of the server certificate the level asks for.
+    func handshakeTLS(_ policy: (level: ClientTLSLevel, match: [String]?), _ ctx: TLSClientContext) -> Bool {
+        let level = policy.level
         var names: [String] = []
         if level >= .verify {
             let nexthop = job.request.nexthop
@@ -698,27 +747,27 @@ final class Session {
                 }
             }
         }
-        guard let t = ctx.connect(fd: stream.fd, timeout: agent.starttlsTimeout, peer: relay, names: names) else {
+        let fingerprints = level == .fingerprint ? policy.match ?? agent.fingerprintMatch : []
+        guard let t = ctx.connect(fd: stream.fd, timeout: agent.starttlsTimeout, peer: relay, names: names,
+                                  fingerprints: fingerprints, digest: agent.fingerprintDigest) else {
             quitSent = true
-            return softFail("4.7.5", "Cannot start TLS: handshake failure")
-        }
-        if level >= .verify {
-            if !t.trusted || !t.verified {
-                tls = t
-                stream.transport = t
-                cacheStore = false
-                try? quit()
-                return softFail("4.7.5", t.trusted ? "Server certificate not verified" : "Server certificate not trusted")
-            }
+            softFail("4.7.5", "Cannot start TLS: handshake failure")
+            return false
         }
         tls = t
         stream.transport = t
         cacheStore = false
-        features = []
-        authMechanisms = nil
-        sizeLimit = 0
-        xforwardNames = nil
-        try hello()
+        if level >= .verify && (!t.trusted || !t.verified) {
+            try? quit()
+            softFail("4.7.5", t.trusted ? "Server certificate not verified" : "Server certificate not trusted")
+            return false
+        }
+        if level == .fingerprint && !t.verified {
+            try? quit()
+            softFail("4.7.5", "Server certificate not verified")
+            return false
+        }
+        return true
     }
 
     func failAll(_ r: Reply, _ why: String) {
@@ -1068,8 +1117,8 @@ final class Session {
 
 /// smtp_tls_security_level (and the level of a policy table entry).
 enum ClientTLSLevel: String, Comparable {
-    case invalid, none, may, encrypt, verify, secure
-    static let order: [ClientTLSLevel] = [.invalid, .none, .may, .encrypt, .verify, .secure]
+    case invalid, none, may, encrypt, fingerprint, verify, secure
+    static let order: [ClientTLSLevel] = [.invalid, .none, .may, .encrypt, .fingerprint, .verify, .secure]
     static func < (a: ClientTLSLevel, b: ClientTLSLevel) -> Bool { order.firstIndex(of: a)! < order.firstIndex(of: b)! }
 
     init?(rawValue: String) {
@@ -1077,6 +1126,7 @@ enum ClientTLSLevel: String, Comparable {
         case "none": self = .none
         case "may", "dane": self = .may
         case "encrypt": self = .encrypt
+        case "fingerprint": self = .fingerprint
         case "verify": self = .verify
         case "secure": self = .secure
         case "invalid": self = .invalid

@@ -10,7 +10,8 @@ pipelining=False, size (a SIZE limit), data (the reply code after the message),
 lmtp=True (LHLO, one reply per accepted recipient after the message), rcpt (a reply code
 for every RCPT TO: 450 or 550), xforward=True (announce and accept XFORWARD), eightbit=False (no 8BITMIME),
 peer=True (the client's address in the transcript), tls=PEMFILE (offer STARTTLS with this key
-and certificate; the transcript notes the TLS version), auth=USER:PASSWORD (offer AUTH with the
+and certificate; the transcript notes the TLS version), tlswrap=PEMFILE (TLS from the first
+byte, SMTPS), auth=USER:PASSWORD (offer AUTH with the
 mechanisms in authmechs, default "PLAIN,LOGIN", and accept only these credentials; the
 transcript shows the decoded exchange with the password as "(password)"), stall ("greet": no greeting, "dot": no reply to the end of the message; the sink
 waits for the client to hang up).
@@ -66,6 +67,17 @@ class Sink:
             conn.sendall(text.encode() + b"\r\n")
 
         try:
+            if o.get("tlswrap"):
+                # SMTPS: TLS from the first byte.
+                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                ctx.load_cert_chain(o["tlswrap"])
+                try:
+                    conn = ctx.wrap_socket(conn, server_side=True)
+                except (ssl.SSLError, OSError) as e:
+                    lines.append(f"(TLS handshake failed: {type(e).__name__})")
+                    return
+                lines.append(f"(TLS wrapper: {conn.version()})")
+                f = conn.makefile("rb")
             stall = o.get("stall")
             if stall == "greet":
                 # Say nothing until the client gives up.

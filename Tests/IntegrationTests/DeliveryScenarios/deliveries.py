@@ -38,7 +38,7 @@ Scenario syntax (one directive a line; "#" lines are comments):
                          as ~USER/PATH, spool/USER or files/PATH
   queue                  list the files left in the queue directories
   until STATE [SECONDS]  wait until the queue holds STATE as "queue" prints it (commas for spaces)
-  run COMMAND            a shell command (@DIR@ = the files directory)
+  run COMMAND            a shell command (@DIR@ = the files directory, and the sinks' names)
   sink NAME [K=V...]     an SMTP/LMTP sink (Tests/Support/smtpsink.py) on a port of its own
                          (port=OTHER: sink OTHER's port, on the sink's own addr=...);
                          @SINK:NAME@ = [ADDR]:PORT and @SINKPORT:NAME@ = PORT in
@@ -251,9 +251,9 @@ def show(inst, spec):
     return [f"{spec}: owner={owner} mode={oct(st.st_mode & 0o7777)}"] + ["  " + l for l in text.split("\n")]
 
 
-def run_scenario(inst, port, scn):
+def run_scenario(inst, port, scn, steps):
     out = []
-    for st in scn.steps:
+    for st in steps:
         if st[0] == "send":
             _, frm, rcpts, params, body = st
             try:
@@ -409,6 +409,7 @@ def run_one(build, reference, scn):
         return text
     files = {k: sinks_in(v) for k, v in scn.files.items()}
     files.setdefault("aliases", "postmaster: root\n")
+    steps = [[sinks_in(w) for w in st] if st[0] == "run" else st for st in scn.steps]
     main = MAIN_CF + "".join(sinks_in(o) + "\n" for o in scn.options)
     main = main.replace("@HOME@", HOMES)
     # {r}NAME: a reference program as a peer on our side too.
@@ -446,7 +447,7 @@ def run_one(build, reference, scn):
         inst.start(wait_for="public/qmgr")
         since = len(inst.read_log())
         try:
-            lines = run_scenario(inst, port, scn)
+            lines = run_scenario(inst, port, scn, steps)
         except Exception as e:
             lines = [f"(harness error: {e!r})"]
         time.sleep(0.3)
