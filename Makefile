@@ -24,7 +24,7 @@ TEST_PACKAGES  = python3 swaks libnet-ssleay-perl openssl util-linux postgresql 
 
 # Programs by install location; only those already built are installed.
 COMMANDS = postconf postfix postlog postmap postalias sendmail postdrop postqueue postsuper postcat
-DAEMONS  = master postlogd proxymap trivial-rewrite cleanup smtpd qmgr local virtual pipe bounce error discard pickup showq flush smtp lmtp scache verify
+DAEMONS  = master postlogd proxymap trivial-rewrite cleanup smtpd qmgr local virtual pipe bounce error discard pickup showq flush smtp lmtp scache verify tlsmgr
 
 RELEASE_BIN = .build/release
 # The reference Postfix 3.7, unpacked here for comparison tests (never installed).

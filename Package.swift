@@ -33,11 +33,15 @@ let programs: [(name: String, deps: [Target.Dependency])] = [
     ("lmtp", ["SmtpCore"]),
     ("scache", ["ScacheCore"]),
     ("verify", ["VerifyCore"]),
+    ("tlsmgr", ["TlsmgrCore"]),
     ("postqueue", ["QueueAdminCore"]),
     ("postsuper", ["QueueAdminCore"]),
     ("postcat", ["QueueAdminCore"]),
     // Only for the integration tests; never installed.
     ("swallow-testd", ["MailServer", "MailUtil"]),
+    // Load generator and sink for bench/ (never installed).
+    ("swallow-source", ["MailUtil"]),
+    ("swallow-sink", ["MailUtil"]),
 ]
 
 let package = Package(
@@ -77,6 +81,7 @@ let package = Package(
         .target(name: "MailTLS", dependencies: ["COpenSSL", "MailGlobal", "MailUtil"]),
         .target(name: "MailSASL", dependencies: ["CSASL", "MailUtil"]),
         .target(name: "VerifyCore", dependencies: ["MailServer", "MailGlobal", "MailDict", "MailUtil"]),
+        .target(name: "TlsmgrCore", dependencies: ["MailServer", "MailGlobal", "MailDict", "MailUtil"]),
         .target(name: "QueueAdminCore", dependencies: ["MailGlobal", "MailUtil"]),
         .target(name: "PostconfCore", dependencies: ["MailGlobal", "MailUtil", "COpenSSL"]),
 

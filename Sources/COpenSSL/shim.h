@@ -5,6 +5,9 @@
 #include <openssl/x509.h>
 #include <openssl/evp.h>
 #include <openssl/x509v3.h>
+#include <openssl/rand.h>
+#include <openssl/params.h>
+#include <openssl/core_names.h>
 static inline uint64_t cssl_op_no_sslv3(void) { return SSL_OP_NO_SSLv3; }
 static inline uint64_t cssl_op_no_compression(void) { return SSL_OP_NO_COMPRESSION; }
 static inline long cssl_set_tlsext_host_name(SSL *s, const char *n) { return SSL_set_tlsext_host_name(s, n); }
@@ -19,3 +22,4 @@ static inline long cssl_get_negotiated_group(SSL *s) { return SSL_get_negotiated
 static inline long cssl_get_signature_nid(SSL *s, int *nid) { return SSL_get_signature_nid(s, nid); }
 static inline long cssl_ctx_set_session_cache_mode(SSL_CTX *c, long m) { return SSL_CTX_set_session_cache_mode(c, m); }
 static inline long cssl_get_peer_signature_nid(SSL *s, int *nid) { return SSL_get_peer_signature_nid(s, nid); }
+static inline uint64_t cssl_op_no_ticket(void) { return SSL_OP_NO_TICKET; }

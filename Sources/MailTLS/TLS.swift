@@ -210,6 +210,17 @@ public final class TLSServerContext {
             let sid = Array("smtpd".utf8)
             _ = SSL_CTX_set_session_id_context(c, sid, UInt32(sid.count))
         }
+        // Session tickets under keys from tlsmgr, shared by every smtpd process; none when
+        // the timeout is 0.
+        let ticketTimeout = config.time("\(prefix)_tls_session_cache_timeout")
+        if ticketTimeout > 0 {
+            TLSManager.configure(config: config)
+            TLSManager.ticketTimeout = ticketTimeout
+            _ = SSL_CTX_set_timeout(c, Int(ticketTimeout))
+            _ = SSL_CTX_set_tlsext_ticket_key_evp_cb(c, ticketKeyCallback)
+        } else {
+            _ = SSL_CTX_set_options(c, cssl_op_no_ticket())
+        }
     }
 
     /// A key or certificate file that cannot be opened, as Postfix 3.7 reports it.
@@ -262,11 +273,13 @@ public final class TLSSession: StreamTransport {
 
     /// The handshake on `fd` (made non-blocking), at most `timeout` seconds, as server
     /// (SSL_accept) or client (SSL_connect); nil when it failed, logged as Postfix does.
-    static func handshake(_ ctx: OpaquePointer, fd: Int32, timeout: Int, client: Bool, peer: String) -> TLSSession? {
+    static func handshake(_ ctx: OpaquePointer, fd: Int32, timeout: Int, client: Bool, peer: String,
+                          prepare: (OpaquePointer) -> Void = { _ in }) -> TLSSession? {
         guard let ssl = SSL_new(ctx) else {
             logOpenSSLErrors()
             return nil
         }
+        prepare(ssl)
         let flags = fcntl(fd, F_GETFL)
         _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK)
         SSL_set_fd(ssl, fd)
@@ -474,6 +487,8 @@ public final class TLSSession: StreamTransport {
     /// tls_log_summary for a new session.
     public func summary(peer: String, role: String) -> String {
         let bits = cipherBits
+        // "reused" in Postfix means a connection reused through tlsproxy, not a resumed
+        // session: a resumed session is "established" too.
         return "\(trust) TLS connection established \(role) \(peer): \(protocolVersion) with cipher \(cipherName) (\(bits.use)/\(bits.alg) bits)" + keyDetails
     }
 
@@ -524,15 +539,41 @@ public final class TLSClientContext {
         // The chain is checked, but the handshake goes on; the caller decides.
         SSL_CTX_set_verify(c, SSL_VERIFY_NONE, nil)
         SSL_CTX_set_verify_depth(c, Int32(config.int("\(prefix)_tls_scert_verifydepth")) + 1)
+        // The session cache of tlsmgr (*_tls_session_cache_database), when it keeps one.
+        if !config.string("\(prefix)_tls_session_cache_database").isEmpty {
+            TLSManager.configure(config: config)
+            if TLSManager.cachable(prefix) {
+                cacheType = prefix
+                _ = cssl_ctx_set_session_cache_mode(c, Int(SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE))
+                SSL_CTX_sess_set_new_cb(c, newClientSession)
+            }
+        }
     }
+
+    /// The cache type ("smtp", "lmtp") when sessions are cached.
+    var cacheType: String?
 
     /// The handshake as a client; nil when it failed. `names`: the names the server
     /// certificate must carry to count as verified (empty: none asked for).
     /// `fingerprints` (level fingerprint): the certificate or public key fingerprints
     /// (with `digest`) that make it verified.
+    /// `cacheID`: the session's name in the session cache (service, address, port and
+    /// next hop), for resuming an earlier session and saving this one.
     public func connect(fd: Int32, timeout: Int, peer: String, names: [String],
-                        fingerprints: [String] = [], digest: String = "sha256") -> TLSSession? {
-        guard let session = TLSSession.handshake(ctx, fd: fd, timeout: timeout, client: true, peer: peer) else { return nil }
+                        fingerprints: [String] = [], digest: String = "sha256", cacheID: String? = nil) -> TLSSession? {
+        clientCacheEntry = nil
+        if let type = cacheType, let id = cacheID { clientCacheEntry = (type, id) }
+        let prepare = { (ssl: OpaquePointer) in
+            guard let entry = clientCacheEntry, let der = TLSManager.lookup(entry.type, entry.id) else { return }
+            der.withUnsafeBufferPointer { b in
+                var p: UnsafePointer<UInt8>? = b.baseAddress
+                if let sess = d2i_SSL_SESSION(nil, &p, b.count) {
+                    _ = SSL_set_session(ssl, sess)
+                    SSL_SESSION_free(sess)
+                }
+            }
+        }
+        guard let session = TLSSession.handshake(ctx, fd: fd, timeout: timeout, client: true, peer: peer, prepare: prepare) else { return nil }
         let ssl = session.ssl
         if let cert = SSL_get1_peer_certificate(ssl) {
             defer { X509_free(cert) }

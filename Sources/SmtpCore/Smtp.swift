@@ -749,7 +749,8 @@ final class Session {
         }
         let fingerprints = level == .fingerprint ? policy.match ?? agent.fingerprintMatch : []
         guard let t = ctx.connect(fd: stream.fd, timeout: agent.starttlsTimeout, peer: relay, names: names,
-                                  fingerprints: fingerprints, digest: agent.fingerprintDigest) else {
+                                  fingerprints: fingerprints, digest: agent.fingerprintDigest,
+                                  cacheID: "\(agent.service):\(address):\(port):\(job.request.nexthop)") else {
             quitSent = true
             softFail("4.7.5", "Cannot start TLS: handshake failure")
             return false

@@ -248,6 +248,10 @@ final class Session {
             Msg.info("NOQUEUE: abort: TLS from \(namaddr): \(why)")
             errorMask.insert(.policy)
             reply("421 4.7.1 \(s.myhostname) Error: \(why)")
+            flush()
+            // What the client sent meanwhile is read before the close, so that its
+            // kernel does not drop our reply on a reset.
+            if FileDescriptor.waitReadable(stream.fd, milliseconds: 200) { _ = try? stream.fill() }
             done = true
         }
         return true

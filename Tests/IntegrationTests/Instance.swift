@@ -36,7 +36,7 @@ final class Instance {
     }
 
     static let programs = ["master", "postlogd", "postfix", "postconf", "postlog", "swallow-testd",
-                           "postmap", "postalias", "proxymap", "trivial-rewrite", "cleanup", "smtpd", "qmgr"]
+                           "postmap", "postalias", "proxymap", "trivial-rewrite", "cleanup", "smtpd", "qmgr", "tlsmgr"]
 
     /// `owner`: the mail_owner account; as root "postfix", otherwise the current user.
     init(main extra: String = "", master: String, owner: String? = nil) throws {

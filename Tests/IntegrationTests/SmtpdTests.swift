@@ -48,7 +48,7 @@ struct SmtpdTests {
         return String(reply[r.upperBound...])
     }
 
-    func instance(_ extra: String = "", port: UInt16) throws -> Instance {
+    func instance(_ extra: String = "", port: UInt16, master more: String = "", smtpdArgs: String = "") throws -> Instance {
         let inst = try Instance(main: """
         mydomain = example.com
         mynetworks = 192.0.2.0/24
@@ -59,12 +59,12 @@ struct SmtpdTests {
         header_checks = inline:{ {/^Subject: reject me/ REJECT bad subject} }
 
         """ + extra, master: """
-        127.0.0.1:\(port) inet n - n - - smtpd
+        127.0.0.1:\(port) inet n - n - - smtpd \(smtpdArgs)
         cleanup   unix  n - n - 0 cleanup
         rewrite   unix  - - n - - trivial-rewrite
         proxymap  unix  - - n - - proxymap
         postlog   unix-dgram n - n - 1 postlogd
-        """)
+        """ + more)
         // header_checks uses a regexp table: inline: keys are literal, so use regexp.
         let main = inst.configDirectory + "/main.cf"
         var text = try String(contentsOfFile: main, encoding: .utf8)
@@ -358,6 +358,50 @@ struct SmtpdTests {
         #expect(p.status == 0, "\(p.stdout)\(p.stderr)")
         let id = try #require(Set(queuedFiles()).subtracting(before).first)
         #expect(queueFile(inst, id).map { "\($0.type)\($0.text)" }.contains("NSubject: smtplib over TLS"))
+    }
+
+    /// Session tickets under keys from tlsmgr: a client resumes its TLS session with
+    /// another smtpd process (max_use = 1: every connection gets a new one), and without
+    /// tlsmgr's keys (smtpd_tls_session_cache_timeout = 0: no tickets) it cannot.
+    @Test func tlsSessionsResumeAcrossSmtpdProcesses() throws {
+        let dir = "/tmp/swallow-tkt-\(getpid())"
+        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let gen = Instance.run("/usr/bin/openssl", ["req", "-x509", "-nodes", "-days", "2", "-subj", "/CN=test.example.com",
+                                                    "-newkey", "rsa:2048", "-keyout", dir + "/key.pem", "-out", dir + "/cert.pem"])
+        try #require(gen.status == 0, "\(gen.stderr)")
+        let script = """
+        import smtplib, ssl, sys
+        port = int(sys.argv[1])
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        session, reused = None, []
+        for _ in range(2):
+            c = smtplib.SMTP("127.0.0.1", port)
+            c.ehlo("python.example.org")
+            c.starttls(context=ctx) if session is None else None
+            if session is not None:
+                c.putcmd("STARTTLS"); c.getreply()
+                c.sock = ctx.wrap_socket(c.sock, session=session)
+                c.file = None
+            c.ehlo("python.example.org")
+            reused.append(c.sock.session_reused)
+            session = c.sock.session
+            c.quit()
+        print(" ".join(str(r) for r in reused))
+        """
+        let path = dir + "/resume.py"
+        try script.write(toFile: path, atomically: true, encoding: .utf8)
+        for (timeout, expected) in [("3600s", "False True"), ("0", "False False")] {
+            let port = freePort()
+            let inst = try instance("smtpd_tls_security_level = may\nsmtpd_tls_cert_file = \(dir)/cert.pem\n" +
+                                    "smtpd_tls_key_file = \(dir)/key.pem\nsmtpd_tls_session_cache_timeout = \(timeout)\n",
+                                    port: port, master: "\ntlsmgr unix - - n 1000? 1 tlsmgr\n", smtpdArgs: "-o max_use=1")
+            let p = Instance.run("/usr/bin/python3", [path, String(port)])
+            #expect(p.status == 0, "\(p.stdout)\(p.stderr)")
+            #expect(p.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == expected, "timeout \(timeout): \(p.stdout)\(p.stderr)\n\(inst.log)")
+        }
     }
 
     /// AUTH PLAIN and LOGIN over STARTTLS with real clients (swaks, Python's smtplib), with

@@ -24,6 +24,7 @@ import base64, os, socket, ssl, threading
 class Sink:
     def __init__(self, port, log_path, options=None):
         self.options = options or {}
+        self.tls_context = None
         self.log_path = log_path
         self.lock = threading.Lock()
         if self.options.get("path"):
@@ -116,8 +117,11 @@ class Sink:
                     say("250 sink.example")
                 elif verb == "STARTTLS" and o.get("tls") and not isinstance(conn, ssl.SSLSocket):
                     say("220 2.0.0 Ready to start TLS")
-                    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-                    ctx.load_cert_chain(o["tls"])
+                    # One context for all sessions, so that clients can resume.
+                    if self.tls_context is None:
+                        self.tls_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                        self.tls_context.load_cert_chain(o["tls"])
+                    ctx = self.tls_context
                     try:
                         conn = ctx.wrap_socket(conn, server_side=True)
                     except (ssl.SSLError, OSError) as e:

@@ -107,8 +107,9 @@ def master_cf(port, ref, extra=()):
              f"virtual unix - n n - - {p}virtual",
              f"scache unix - - n - 1 {p}scache",
              f"verify unix - - n - 1 {p}verify",
-             # The reference smtp and smtpd get TLS entropy and session keys from tlsmgr.
-             *(["tlsmgr unix - - n 1000? 1 ref/tlsmgr"] if ref else []),
+             # Both sides' smtp and smtpd get their session keys and caches (the
+             # reference's also its entropy) from our tlsmgr.
+             "tlsmgr unix - - n 1000? 1 tlsmgr",
              "smtp unix - - n - - error"]
     names = {l.split()[0] for l in extra if l.strip()}
     lines = [l for l in lines if l.split()[0] not in names]

@@ -429,9 +429,9 @@ def main():
               "rewrite unix - - n - - trivial-rewrite\n"
               "proxymap unix - - n - - proxymap\n"
               "postlog unix-dgram n - n - 1 postlogd\n")
-    if args.reference:
-        # The reference smtpd gets its TLS entropy and session keys from tlsmgr.
-        master += "tlsmgr unix - - n 1000? 1 ref-tlsmgr\n"
+    # Both smtpds get their session ticket keys (the reference's also its entropy) from
+    # our tlsmgr.
+    master += "tlsmgr unix - - n 1000? 1 tlsmgr\n"
     ports = []
     for i, scn in enumerate(scenarios):
         files.update(scn.files)
