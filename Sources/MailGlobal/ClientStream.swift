@@ -2,7 +2,9 @@
 // Mirrors Postfix global/clnt_stream.c: connect and check the protocol once per
 // connection; drop the connection after ipc_idle seconds without use or ipc_ttl seconds of
 // age; on any error log, wait a second, reconnect and try again, for ever (the service
-// is part of the mail system, and its absence is temporary).
+// is part of the mail system, and its absence is temporary) -- unless master is gone,
+// when the process leaves (Postfix's would keep trying, holding its listen socket, so
+// that the system could not be started again).
 import Glibc
 import MailUtil
 
@@ -27,6 +29,10 @@ public final class ClientStream {
     /// Drops the connection (the next request makes a new one).
     public func recover() { client = nil }
 
+    /// Set by the server skeletons: called before each retry; it does not return when
+    /// master has gone away.
+    nonisolated(unsafe) public static var beforeRetry: () -> Void = {}
+
     /// Sends one request and returns the reply, reconnecting until the service answers.
     public func request(_ list: AttrList) -> AttrList {
         while true {
@@ -47,6 +53,7 @@ public final class ClientStream {
                 let why = (error as? SystemError).map { errnoText($0.errno) } ?? "\(error)"
                 Msg.warn("problem talking to service \(service): \(why)")
                 client = nil
+                Self.beforeRetry()
                 sleep(1)
             }
         }

@@ -168,6 +168,13 @@ public enum MailServer {
         for fd in listenFDs + [MasterStatus.statusFD, MasterStatus.flowReadFD, MasterStatus.flowWriteFD] {
             FileDescriptor.setCloseOnExec(fd)
         }
+        // A process that waits for a service that is gone with master leaves instead.
+        ClientStream.beforeRetry = {
+            if ctx.masterGone {
+                Msg.info("master disconnect -- exiting")
+                ctx.exit()
+            }
+        }
 
         // Single and datagram servers take turns at accept(2) under a lock file.
         if (kind == .single || kind == .dgram) && !options.solitary && !options.standalone {

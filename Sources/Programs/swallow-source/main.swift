@@ -13,8 +13,11 @@
 //       smtp-source -d); the default is one session per message
 //   -T  print each message's latency (connect, or MAIL when -d, to the 250 after DATA)
 //       in microseconds, one per line
-//   -o  append "N<TAB>REPLY" for every message the server accepted to FILE
+//   -o  append "N<TAB>REPLY" for every message the server accepted to FILE (with -r,
+//       "N.A<TAB>REPLY": attempt A of message N)
 //   -w  give up on a server that says nothing for this long (default 60)
+//   -r  try a message that was not accepted again, up to this many more times, after
+//       a fifth of a second (each attempt is its own message: X-Seq: N.A)
 // The summary goes to standard error: messages accepted, refused, failed, seconds, rate.
 import Glibc
 import MailUtil
@@ -36,6 +39,7 @@ struct Options {
     var timing = false
     var output: String?
     var timeout = 60
+    var retries = 0
     var host = "127.0.0.1"
     var port: UInt16 = 25
 }
@@ -67,6 +71,7 @@ func parse() -> Options {
         case "-T": o.timing = true
         case "-o": o.output = value()
         case "-w": o.timeout = max(1, Int(value()) ?? 60)
+        case "-r": o.retries = max(0, Int(value()) ?? 0)
         default:
             if a.hasPrefix("-") { usage() }
             operands.append(a)
@@ -120,7 +125,7 @@ final class Conversation {
     }
 }
 
-func body(_ o: Options, _ n: Int) -> [UInt8] {
+func body(_ o: Options, _ n: String) -> [UInt8] {
     var text = "From: <\(o.from)>\r\nTo: <\(o.to)>\r\nSubject: swallow-source message \(n)\r\n"
         + "Message-Id: <\(n).\(getpid())@swallow-source>\r\nX-Seq: \(n)\r\n\r\n"
     let line = String(repeating: "x", count: 76) + "\r\n"
@@ -138,17 +143,29 @@ func run(_ o: Options, first: Int, step: Int, out: Int32) -> (Int, Int, Int) {
     var accepted = 0, refused = 0, failed = 0
     var conv: Conversation?
     var n = first
+    var attempt = 0
     func emit(_ s: String, _ fd: Int32) {
         let b = Array(s.utf8)
         _ = b.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+    }
+    let tag = { o.retries > 0 ? "\(n).\(attempt)" : "\(n)" }
+    // The next message, or this one again (-r).
+    func advance(_ ok: Bool) {
+        if !ok && attempt < o.retries {
+            attempt += 1
+            usleep(200_000)
+        } else {
+            n += step
+            attempt = 0
+        }
     }
     while n < o.messages {
         let start = now()
         if conv == nil {
             guard let c = Conversation(o), let g = c.reply(), g.0 == 220,
                   let e = c.ask("EHLO swallow-source.example"), e.0 == 250 else {
-                failed += 1
-                n += step
+                if attempt >= o.retries { failed += 1 }
+                advance(false)
                 continue
             }
             conv = c
@@ -159,32 +176,32 @@ func run(_ o: Options, first: Int, step: Int, out: Int32) -> (Int, Int, Int) {
            let r = c.ask("RCPT TO:<\(recipient(o, n))>"), r.0 == 250,
            let d = c.ask("DATA"), d.0 == 354 {
             do {
-                try c.stream.write(body(o, n))
+                try c.stream.write(body(o, tag()))
                 try c.stream.flush()
                 if let e = c.reply() {
                     if e.0 == 250 {
                         accepted += 1
                         ok = true
-                        if out >= 0 { emit("\(n)\t\(e.1)\n", out) }
+                        if out >= 0 { emit("\(tag())\t\(e.1)\n", out) }
                         if o.timing { emit("\(now() - start)\n", 1) }
-                    } else {
+                    } else if attempt >= o.retries {
                         refused += 1
                     }
-                } else {
+                } else if attempt >= o.retries {
                     failed += 1
                 }
             } catch {
-                failed += 1
+                if attempt >= o.retries { failed += 1 }
             }
         } else {
-            failed += 1
+            if attempt >= o.retries { failed += 1 }
             conv = nil
         }
         if !o.keep || !ok {
             if ok { _ = c.ask("QUIT") }
             conv = nil
         }
-        n += step
+        advance(ok)
     }
     if let c = conv { _ = c.ask("QUIT") }
     return (accepted, refused, failed)
