@@ -94,7 +94,7 @@ extension Session {
         if s.smtputf8 { offer(.smtputf8, "SMTPUTF8") }
         offer(.chunking, "CHUNKING")
         for (i, l) in lines.enumerated() {
-            reply("250\(i == lines.count - 1 ? " " : "-")\(l)")
+            reply("250\(i == lines.count - 1 ? " " : "-")\(l)", more: i < lines.count - 1)
         }
         return true
     }

@@ -49,6 +49,8 @@ final class Session {
     var ehloDiscard: EHLOMask = []
     /// The TLS session, after STARTTLS or in wrapper mode.
     var tls: TLSSession?
+    /// The last reply line written was not the last of its reply.
+    var replyContinues = false
     /// SASL: the session's server side, the mechanisms offered, and the login.
     var sasl: SASLServer?
     var saslMechanisms: String?
@@ -127,10 +129,14 @@ final class Session {
     // MARK: Replies and logging
 
     /// smtpd_chat_reply: a client past the soft error limit waits before every reply;
-    /// soft_bounce turns 5xx into 4xx; a 421 reply ends the session.
-    func reply(_ text: String) {
+    /// soft_bounce turns 5xx into 4xx; a 421 reply ends the session. `more`: another line
+    /// of the same reply follows, so nothing is flushed yet (one segment for the whole
+    /// reply: a line per segment would wait for the client's delayed ACK).
+    func reply(_ text: String, more: Bool = false) {
         if hungUp { return }
-        if errorCount >= s.softErrorLimit && s.errorSleep > 0 { sleep(UInt32(s.errorSleep)) }
+        // The tar pit delays a reply once, not each of its lines.
+        if !replyContinues && errorCount >= s.softErrorLimit && s.errorSleep > 0 { sleep(UInt32(s.errorSleep)) }
+        replyContinues = more
         var t = text
         if s.softBounce && t.hasPrefix("5") {
             var b = Array(t.utf8)
@@ -142,7 +148,7 @@ final class Session {
         do {
             try stream.write(t + "\r\n")
             // Replies are flushed when no more pipelined input waits (PIPELINING).
-            if stream.bufferedInputCount == 0 { try stream.flush() }
+            if !more && stream.bufferedInputCount == 0 { try stream.flush() }
         } catch {
             reason = reason ?? "lost connection"
             done = true
