@@ -44,9 +44,17 @@ let programs: [(name: String, deps: [Target.Dependency])] = [
     ("swallow-sink", ["MailUtil"]),
 ]
 
+// bench/fuzz.sh sets SWALLOW_FUZZ=1 for the libFuzzer product (it has no main of its own).
+let fuzzing = Context.environment["SWALLOW_FUZZ"] == "1"
+let fuzzTargets: [Target] = fuzzing
+    ? [.executableTarget(name: "swallow-fuzz", dependencies: ["SmtpdCore", "MailGlobal", "MailDict", "MailUtil"],
+                         path: "Sources/Fuzz/swallow-fuzz")]
+    : []
+
 let package = Package(
     name: "Swallow",
-    products: programs.map { .executable(name: $0.name, targets: [$0.name]) },
+    products: programs.map { .executable(name: $0.name, targets: [$0.name]) }
+        + (fuzzing ? [.executable(name: "swallow-fuzz", targets: ["swallow-fuzz"])] : []),
     targets: [
         // C shims: GNU extensions and macros Swift cannot see (posix_spawn, epoll, CMSG, ...).
         .target(name: "CShim"),
@@ -99,7 +107,7 @@ let package = Package(
         .testTarget(name: "PostmapTests", dependencies: ["TestSupport"], exclude: ["Scenarios"]),
         .testTarget(name: "PostconfTests", dependencies: ["PostconfCore", "MailGlobal", "MailUtil", "TestSupport"],
                     exclude: ["Scenarios", "Fixtures"]),
-    ] + programs.map {
+    ] + fuzzTargets + programs.map {
         .executableTarget(name: $0.name, dependencies: $0.deps, path: "Sources/Programs/\($0.name)")
     }
 )

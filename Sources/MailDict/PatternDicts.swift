@@ -328,7 +328,9 @@ final class DictRegexp: PatternDict {
     final class Compiled: CompiledPattern {
         var re = regex_t()
         var groupCount = 0
-        let owner: DictRegexp
+        // unowned: the table owns its patterns (a strong reference made a cycle, and
+        // no table was ever freed).
+        unowned let owner: DictRegexp
         let line: Int
 
         init?(_ p: PatternSpec, owner: DictRegexp, line: Int, needGroups: Bool) {
@@ -414,7 +416,7 @@ final class DictPCRE: PatternDict {
         let code: OpaquePointer
         let data: OpaquePointer
         let groupCount: Int
-        let owner: DictPCRE
+        unowned let owner: DictPCRE
         let line: Int
 
         init?(_ p: PatternSpec, owner: DictPCRE, line: Int) {

@@ -162,3 +162,23 @@ final class Scratch {
         #expect(r == "one" || r == "two")
     }
 }
+
+/// Found by bench/fuzz.sh (LeakSanitizer): each compiled pattern held its table strongly,
+/// so a regexp or pcre table, its patterns and their regex_t/pcre2 code were never freed.
+@Suite struct PatternTableLifetimeTests {
+    @Test(arguments: ["regexp", "pcre"])
+    func aClosedPatternTableIsFreed(type: String) throws {
+        let s = Scratch()
+        // The file must be older than a second, or the open waits for it to settle.
+        let path = s.file("table", "/^a(.*)/ A$1\nif /b/\n/c/ C\nendif\n")
+        var times = [timeval(tv_sec: time(nil) - 10, tv_usec: 0), timeval(tv_sec: time(nil) - 10, tv_usec: 0)]
+        utimes(path, &times)
+        weak var gone: Dict?
+        do {
+            let d = DictRegistry.open("\(type):\(path)")
+            #expect(try d.lookup("abc") == "Abc")
+            gone = d
+        }
+        #expect(gone == nil, "the \(type) table is still alive after its last reference went")
+    }
+}
