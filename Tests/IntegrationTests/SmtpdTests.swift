@@ -460,6 +460,12 @@ struct SmtpdTests {
             #expect(texts.contains("N\tby test.example.com (Swallow) with ESMTPSA id \(id)"), "\(texts)")
             inst.expectLog("\(id): client=localhost[127.0.0.1], sasl_method=\(mech), sasl_username=carol")
         }
+        // openssl s_client: STARTTLS, then AUTH PLAIN typed in.
+        let sIn = inst.root + "/s_client_auth.in"
+        try "EHLO openssl.example.org\nAUTH PLAIN AGNhcm9sAHMzY3JldA==\nQUIT\n".write(toFile: sIn, atomically: true, encoding: .utf8)
+        let so = Instance.run("/bin/sh", ["-c", "/usr/bin/openssl s_client -starttls smtp -connect 127.0.0.1:\(port) -quiet -crlf < \(sIn)"])
+        #expect(so.stdout.contains("250-AUTH PLAIN LOGIN") && so.stdout.contains("235 2.7.0 Authentication successful"),
+                "\(so.stdout)\(so.stderr)")
         // A wrong password: 535, and nothing relayed.
         let bad = Instance.run("/usr/bin/swaks", ["--server", "127.0.0.1", "--port", String(port), "--tls",
                                                  "--auth", "PLAIN", "--auth-user", "carol", "--auth-password", "wrong",
