@@ -82,25 +82,7 @@ extension Session {
         while case .more(let challenge) = step {
             reply("334 \(challenge)")
             if done { return false }
-            let line: Line?
-            do {
-                if stream.bufferedInputCount == 0 { try stream.flush() }
-                line = try stream.readLine(limit: s.saslResponseLimit, overflow: .truncate)
-            } catch StreamError.timeout {
-                reason = "timeout"
-                reply("421 4.4.2 \(s.myhostname) Error: timeout exceeded")
-                done = true
-                return false
-            } catch {
-                reason = "lost connection"
-                done = true
-                return false
-            }
-            guard let line else {
-                reason = "lost connection"
-                done = true
-                return false
-            }
+            guard let line = readClientLine(limit: s.saslResponseLimit, overflow: .truncate) else { return false }
             let text = String(decoding: line.bytes, as: UTF8.self)
             remember("In:  ", text)
             if line.overflow {

@@ -352,23 +352,7 @@ extension Session {
         var prevType: RecordType = .normalText
         var prevCRLF = true
         while true {
-            let line: Line?
-            do {
-                line = try stream.readLine(limit: s.lineLimit, overflow: .split)
-            } catch StreamError.timeout {
-                reason = "timeout"
-                reply("421 4.4.2 \(s.myhostname) Error: timeout exceeded")
-                return false
-            } catch {
-                reason = "lost connection"
-                done = true
-                return false
-            }
-            guard let line else {
-                reason = "lost connection"
-                done = true
-                return false
-            }
+            guard let line = readClientLine(limit: s.lineLimit, overflow: .split) else { return false }
             if line.ending == .bareLF && strict { bareLF = true }
             var bytes = line.bytes[...]
             let type: RecordType = line.ending == .none && line.overflow ? .continuedText : .normalText

@@ -208,22 +208,7 @@ final class Session {
                 reply("421 4.7.0 \(s.myhostname) Error: too many errors")
                 break
             }
-            let line: Line?
-            do {
-                if stream.bufferedInputCount == 0 { try stream.flush() }
-                line = try stream.readLine(limit: s.lineLimit, overflow: .truncate)
-            } catch StreamError.timeout {
-                reason = "timeout"
-                reply("421 4.4.2 \(s.myhostname) Error: timeout exceeded")
-                break
-            } catch {
-                reason = "lost connection"
-                break
-            }
-            guard let line else {
-                reason = "lost connection"
-                break
-            }
+            guard let line = readClientLine(limit: s.lineLimit, overflow: .truncate) else { break }
             remember("In:  ", String(decoding: line.bytes, as: UTF8.self))
             if line.overflow {
                 Msg.warn("\(namaddr): request longer than \(s.lineLimit): \(String(decoding: line.bytes.prefix(30), as: UTF8.self))...")
@@ -237,6 +222,24 @@ final class Session {
         chatReset(0)
         abortTransaction()
         Msg.info("disconnect from \(namaddr)\(countsText())")
+    }
+
+    /// smtpd_chat_query: the client's next line, after flushing what waits for it. nil
+    /// ends the session: a timeout (answered with 421) or a lost connection, with the
+    /// reason for the log.
+    func readClientLine(limit: Int, overflow: LineOverflow) -> Line? {
+        do {
+            if stream.bufferedInputCount == 0 { try stream.flush() }
+            if let line = try stream.readLine(limit: limit, overflow: overflow) { return line }
+        } catch StreamError.timeout {
+            reason = "timeout"
+            reply("421 4.4.2 \(s.myhostname) Error: timeout exceeded")
+            done = true
+            return nil
+        } catch {}
+        reason = "lost connection"
+        done = true
+        return nil
     }
 
     /// smtpd_start_tls: the handshake; what the client sent before it is dropped (no
