@@ -86,8 +86,7 @@ extension Session {
             let text = String(decoding: line.bytes, as: UTF8.self)
             remember("In:  ", text)
             if line.overflow {
-                // The rest of the over-long line is read and dropped.
-                while let more = try? stream.readLine(limit: s.saslResponseLimit, overflow: .truncate), more.overflow {}
+                // .truncate has already dropped the rest of the over-long line.
                 reply("500 5.5.6 SASL response limit exceeded")
                 return false
             }

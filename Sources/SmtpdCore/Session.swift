@@ -210,9 +210,6 @@ final class Session {
             }
             guard let line = readClientLine(limit: s.lineLimit, overflow: .truncate) else { break }
             remember("In:  ", String(decoding: line.bytes, as: UTF8.self))
-            if line.overflow {
-                Msg.warn("\(namaddr): request longer than \(s.lineLimit): \(String(decoding: line.bytes.prefix(30), as: UTF8.self))...")
-            }
             if line.ending == .bareLF && refuseBareLF() { break }
             command(line.bytes)
         }
@@ -224,13 +221,20 @@ final class Session {
         Msg.info("disconnect from \(namaddr)\(countsText())")
     }
 
-    /// smtpd_chat_query: the client's next line, after flushing what waits for it. nil
+    /// smtpd_chat_query: the client's next line, after flushing what waits for it; a line
+    /// over the limit is reported and cut (.truncate) or split (.split, DATA). nil
     /// ends the session: a timeout (answered with 421) or a lost connection, with the
     /// reason for the log.
     func readClientLine(limit: Int, overflow: LineOverflow) -> Line? {
         do {
             if stream.bufferedInputCount == 0 { try stream.flush() }
-            if let line = try stream.readLine(limit: limit, overflow: overflow) { return line }
+            if let line = try stream.readLine(limit: limit, overflow: overflow) {
+                // A command or response cut at the limit (message lines are split instead).
+                if overflow == .truncate && line.overflow {
+                    Msg.warn("\(namaddr): request longer than \(limit): \(String(decoding: line.bytes.prefix(30), as: UTF8.self))...")
+                }
+                return line
+            }
         } catch StreamError.timeout {
             reason = "timeout"
             reply("421 4.4.2 \(s.myhostname) Error: timeout exceeded")
