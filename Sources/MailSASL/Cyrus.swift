@@ -170,9 +170,10 @@ final class CyrusServer: SASLServer {
         var outLen: UInt32 = 0
         var status: Int32
         if let initialResponse {
-            guard case .success(let data) = Cyrus.decode(initialResponse) else {
-                if case .failure(let e) = Cyrus.decode(initialResponse) { return .fail(e.text) }
-                return .fail("")
+            let data: [UInt8]
+            switch Cyrus.decode(initialResponse) {
+            case .success(let d): data = d
+            case .failure(let e): return .fail(e.text)
             }
             status = data.withUnsafeBufferPointer { b in
                 b.withMemoryRebound(to: CChar.self) {

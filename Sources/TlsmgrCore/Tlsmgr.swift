@@ -167,36 +167,7 @@ public final class Tlsmgr {
                 arm()
             }
         }
-        MultiServer.run(arguments, desc,
-                        onConnect: { stream, _ in
-                            var hello = AttrList()
-                            hello.append(MailAttr.proto, MailProtocol.tlsmgr)
-                            try? stream.write(AttrCodec.encode(hello, .attr0))
-                            try? stream.flush()
-                        },
-                        service: { stream, _ in
-                            guard let mgr else { return .close }
-                            return mgr.serve(stream)
-                        })
-    }
-
-    func serve(_ stream: FDStream) -> MultiServer.Disposition {
-        let request: AttrList
-        do {
-            guard let r = try AttrReader(stream, encoding: .attr0).readList() else { return .close }
-            request = r
-        } catch {
-            Msg.warn("\(error)")
-            return .close
-        }
-        let reply = handle(request)
-        do {
-            try stream.write(AttrCodec.encode(reply, .attr0))
-            try stream.flush()
-        } catch {
-            return .close
-        }
-        return .keep
+        MultiServer.runAttr(arguments, desc, protocolName: MailProtocol.tlsmgr) { mgr?.handle($0) }
     }
 
     /// One request and its reply.

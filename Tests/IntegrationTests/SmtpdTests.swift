@@ -48,6 +48,18 @@ struct SmtpdTests {
         return String(reply[r.upperBound...])
     }
 
+    /// A new directory holding a self-signed key.pem and cert.pem for test.example.com
+    /// (the caller removes it).
+    func certificateDirectory(_ name: String) throws -> String {
+        let dir = "/tmp/swallow-\(name)-\(getpid())"
+        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        chmod(dir, 0o755)
+        let gen = Instance.run("/usr/bin/openssl", ["req", "-x509", "-nodes", "-days", "2", "-subj", "/CN=test.example.com",
+                                                    "-newkey", "rsa:2048", "-keyout", dir + "/key.pem", "-out", dir + "/cert.pem"])
+        try #require(gen.status == 0, "\(gen.stderr)")
+        return dir
+    }
+
     func instance(_ extra: String = "", port: UInt16, master more: String = "", smtpdArgs: String = "") throws -> Instance {
         let inst = try Instance(main: """
         mydomain = example.com
@@ -307,12 +319,8 @@ struct SmtpdTests {
     /// Python's smtplib; the message says it came over TLS (ESMTPS).
     @Test func starttlsWithRealClients() throws {
         let port = freePort()
-        let dir = "/tmp/swallow-tls-\(getpid())"
-        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let dir = try certificateDirectory("tls")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let gen = Instance.run("/usr/bin/openssl", ["req", "-x509", "-nodes", "-days", "2", "-subj", "/CN=test.example.com",
-                                                    "-newkey", "rsa:2048", "-keyout", dir + "/key.pem", "-out", dir + "/cert.pem"])
-        try #require(gen.status == 0, "\(gen.stderr)")
         let inst = try instance("smtpd_tls_security_level = may\nsmtpd_tls_cert_file = \(dir)/cert.pem\n" +
                                 "smtpd_tls_key_file = \(dir)/key.pem\nsmtpd_tls_loglevel = 1\n", port: port)
         func queuedFiles() -> [String] {
@@ -364,12 +372,8 @@ struct SmtpdTests {
     /// another smtpd process (max_use = 1: every connection gets a new one), and without
     /// tlsmgr's keys (smtpd_tls_session_cache_timeout = 0: no tickets) it cannot.
     @Test func tlsSessionsResumeAcrossSmtpdProcesses() throws {
-        let dir = "/tmp/swallow-tkt-\(getpid())"
-        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let dir = try certificateDirectory("tkt")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let gen = Instance.run("/usr/bin/openssl", ["req", "-x509", "-nodes", "-days", "2", "-subj", "/CN=test.example.com",
-                                                    "-newkey", "rsa:2048", "-keyout", dir + "/key.pem", "-out", dir + "/cert.pem"])
-        try #require(gen.status == 0, "\(gen.stderr)")
         let script = """
         import smtplib, ssl, sys
         port = int(sys.argv[1])
@@ -414,13 +418,8 @@ struct SmtpdTests {
             return
         }
         let port = freePort()
-        let dir = "/tmp/swallow-sasl-\(getpid())"
-        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let dir = try certificateDirectory("sasl")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        chmod(dir, 0o755)
-        let gen = Instance.run("/usr/bin/openssl", ["req", "-x509", "-nodes", "-days", "2", "-subj", "/CN=test.example.com",
-                                                    "-newkey", "rsa:2048", "-keyout", dir + "/key.pem", "-out", dir + "/cert.pem"])
-        try #require(gen.status == 0, "\(gen.stderr)")
         let add = Instance.run("/bin/sh", ["-c", "printf s3cret | /usr/sbin/saslpasswd2 -c -p -f \(dir)/sasldb2 -u test.example.com carol"])
         try #require(add.status == 0, "\(add.stderr)")
         chmod(dir + "/sasldb2", 0o644)

@@ -55,6 +55,13 @@ class Sink:
                 return
             threading.Thread(target=self.session, args=(conn, peer), daemon=True).start()
 
+    def tls(self, pem):
+        """One server context for all sessions, so that clients can resume theirs."""
+        if self.tls_context is None:
+            self.tls_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.tls_context.load_cert_chain(pem)
+        return self.tls_context
+
     def session(self, conn, peer=None):
         o = self.options
         lines = []
@@ -70,10 +77,8 @@ class Sink:
         try:
             if o.get("tlswrap"):
                 # SMTPS: TLS from the first byte.
-                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-                ctx.load_cert_chain(o["tlswrap"])
                 try:
-                    conn = ctx.wrap_socket(conn, server_side=True)
+                    conn = self.tls(o["tlswrap"]).wrap_socket(conn, server_side=True)
                 except (ssl.SSLError, OSError) as e:
                     lines.append(f"(TLS handshake failed: {type(e).__name__})")
                     return
@@ -117,13 +122,8 @@ class Sink:
                     say("250 sink.example")
                 elif verb == "STARTTLS" and o.get("tls") and not isinstance(conn, ssl.SSLSocket):
                     say("220 2.0.0 Ready to start TLS")
-                    # One context for all sessions, so that clients can resume.
-                    if self.tls_context is None:
-                        self.tls_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-                        self.tls_context.load_cert_chain(o["tls"])
-                    ctx = self.tls_context
                     try:
-                        conn = ctx.wrap_socket(conn, server_side=True)
+                        conn = self.tls(o["tls"]).wrap_socket(conn, server_side=True)
                     except (ssl.SSLError, OSError) as e:
                         lines.append(f"(TLS handshake failed: {type(e).__name__})")
                         return
