@@ -63,10 +63,16 @@ extension Session {
         }
     }
 
+    enum Credentials {
+        case found(user: String, password: String)
+        case none
+        case lookupError
+    }
+
     /// smtp_sasl_passwd_lookup: "username:password" for the sender (when asked), the
     /// server's host name, or the destination.
-    func saslCredentials() -> (user: String, password: String)?? {
-        guard let settings = agent.sasl, let maps = settings.passwordMaps else { return .some(nil) }
+    func saslCredentials() -> Credentials {
+        guard let settings = agent.sasl, let maps = settings.passwordMaps else { return .none }
         var value: String?
         if !agent.lmtp && settings.senderDependent && !job.request.sender.isEmpty {
             let sender = job.request.sender
@@ -79,16 +85,16 @@ extension Session {
         if value == nil && maps.error == nil { value = maps.find(dest) }
         if maps.error != nil {
             Msg.warn("\(job.queueID): \(settings.prefix)sasl_password_maps lookup error")
-            return nil
+            return .lookupError
         }
         guard let v = value else {
             if Msg.verbose > 0 { Msg.info("smtp_sasl_passwd_lookup: no auth info found (sender=`\(job.request.sender)', host=`\(host)')") }
-            return .some(nil)
+            return .none
         }
         if let colon = v.firstIndex(of: ":") {
-            return (String(v[..<colon]), String(v[v.index(after: colon)...]))
+            return .found(user: String(v[..<colon]), password: String(v[v.index(after: colon)...]))
         }
-        return (v, "")
+        return .found(user: v, password: "")
     }
 
     /// smtp_sasl_helo_login: authenticate when the table has credentials for this server;
@@ -96,13 +102,17 @@ extension Session {
     /// server) and the session is not reused.
     func saslLogin() throws {
         guard let settings = agent.sasl else { return }
-        guard let found = saslCredentials() else {
-            return softFail("4.3.0", "\(settings.prefix)sasl_password_maps lookup error")
-        }
-        guard let (user, password) = found else {
+        let user: String, password: String
+        switch saslCredentials() {
+        case .found(let u, let p):
+            user = u
+            password = p
+        case .none:
             // No credentials: talk to each other as strangers.
             features.remove("AUTH")
             return
+        case .lookupError:
+            return softFail("4.3.0", "\(settings.prefix)sasl_password_maps lookup error")
         }
         cacheStore = false
         guard let mechanisms = authMechanisms else {
