@@ -291,7 +291,7 @@ final class CleanupState {
 
     /// Patches the size record and makes the file ready; returns the final status.
     func finish() -> CleanupStatus {
-        if phase != .done && errors.isEmpty {
+        if phase != .done && status.isEmpty {
             protocolError("message rejected: unexpected EOF")
         }
         if status.isEmpty && recipientCount == 0 {

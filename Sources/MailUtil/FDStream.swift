@@ -82,6 +82,9 @@ public final class FDStream {
     public var timeout: Int?
     /// Absolute limit (CLOCK_MONOTONIC nanoseconds) for all operations until cleared.
     public var deadline: UInt64?
+    /// While a deadline is set, each read of N bytes moves it N/minDataRate seconds later
+    /// (0: never), as Postfix's VSTREAM_CTL_MIN_DATA_RATE does.
+    public var minDataRate = 0
     /// Close the descriptor when the stream goes away.
     public var closeOnDeinit: Bool
     /// Largest request per read(2); tests lower it to feed input one byte at a time.
@@ -293,6 +296,9 @@ public final class FDStream {
             if n > 0 {
                 rend += n
                 bytesRead += UInt64(n)
+                if minDataRate > 0, let d = deadline {
+                    deadline = d + UInt64(n) * 1_000_000_000 / UInt64(minDataRate)
+                }
                 return n
             }
             if n == 0 {

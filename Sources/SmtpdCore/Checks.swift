@@ -220,9 +220,13 @@ extension Session {
         }
         var st = statvfs()
         guard statvfs(".", &st) == 0 else { return nil }
+        // In blocks, as Postfix compares them: queue_minfree must stay free after the
+        // message, and 1.5 times message_size_limit above queue_minfree.
         let blockSize = max(Int(st.f_frsize), 1)
         let free = Int(st.f_bavail)
-        if free < size / blockSize || Double(free) < Double(s.queueMinFree / blockSize) * 1.5 {
+        let minFree = s.queueMinFree / blockSize
+        if minFree >= free || size / blockSize >= free - minFree
+            || Double(free - minFree) < 1.5 * Double(s.messageSizeLimit / blockSize) {
             _ = checkReject(.resource, 452, "4.3.1", "Insufficient system storage")
             Msg.warn("not enough free space in mail queue: \(free * blockSize) bytes < 1.5*message size limit")
             return check.errorText

@@ -424,8 +424,10 @@ extension Session {
         var left = size
         while left > 0 {
             let piece: [UInt8]
+            startRequestDeadline(content: true)
+            defer { stream.deadline = nil }
             do {
-                piece = try stream.read(upTo: min(left, 65536))
+                piece = try stream.read(exactly: min(left, 65536))
             } catch StreamError.timeout {
                 reason = "timeout"
                 cleanup = nil

@@ -226,6 +226,9 @@ final class Session {
     /// ends the session: a timeout (answered with 421) or a lost connection, with the
     /// reason for the log.
     func readClientLine(limit: Int, overflow: LineOverflow) -> Line? {
+        // Message lines are split at the limit; commands and AUTH responses are cut.
+        startRequestDeadline(content: overflow == .split)
+        defer { stream.deadline = nil }
         do {
             if stream.bufferedInputCount == 0 { try stream.flush() }
             if let line = try stream.readLine(limit: limit, overflow: overflow) {
@@ -244,6 +247,16 @@ final class Session {
         reason = "lost connection"
         done = true
         return nil
+    }
+
+    /// smtpd_per_request_deadline (on by default under stress): the reply before a
+    /// request and the whole request must take no more than smtpd_timeout, so that a
+    /// client trickling a byte at a time is cut off as Postfix does. Message content
+    /// earns more time at smtpd_min_data_rate. The caller clears the deadline.
+    func startRequestDeadline(content: Bool) {
+        guard s.perRequestDeadline else { return }
+        stream.startDeadline(seconds: s.timeout)
+        stream.minDataRate = content ? s.minDataRate : 0
     }
 
     /// smtpd_start_tls: the handshake; what the client sent before it is dropped (no

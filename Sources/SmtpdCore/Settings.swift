@@ -32,6 +32,10 @@ final class Settings {
     let banner: String
     let mailName: String
     let timeout: Int
+    /// smtpd_per_request_deadline: smtpd_timeout bounds a whole request, not each read.
+    let perRequestDeadline: Bool
+    /// smtpd_min_data_rate: bytes a second of message content that earn more time.
+    let minDataRate: Int
     let lineLimit: Int
     let messageSizeLimit: Int
     let recipientLimit: Int
@@ -156,6 +160,8 @@ final class Settings {
         banner = config.string("smtpd_banner")
         mailName = config.string("mail_name")
         timeout = config.time("smtpd_timeout")
+        perRequestDeadline = config.bool("smtpd_per_request_deadline")
+        minDataRate = config.int("smtpd_min_data_rate")
         lineLimit = max(config.int("line_length_limit"), 1)
         messageSizeLimit = config.long("message_size_limit")
         recipientLimit = config.int("smtpd_recipient_limit")
