@@ -1,7 +1,7 @@
 // TriggerServer: services woken by short trigger messages.
 // Mirrors Postfix master/trigger_server.c: a trigger arrives on a FIFO or as a short-lived
-// UNIX-socket connection; up to 1024 bytes are read (waiting at most trigger_timeout on a
-// socket) and handed to the service between TAKEN and AVAIL. The daemon may add its own
+// UNIX-socket connection; one read of up to 1024 bytes (waiting at most trigger_timeout on a
+// socket) is handed to the service between TAKEN and AVAIL. The daemon may add its own
 // timers and descriptors to the context's event loop (qmgr, pickup).
 import Glibc
 import MailUtil
@@ -42,17 +42,12 @@ public enum TriggerServer {
                 }
                 guard let fd = MailServer.accept(ctx, lfd) else { return }
                 defer { close(fd) }
-                var got: [UInt8] = []
-                let deadline = monotonicNanos() + UInt64(timeout) * 1_000_000_000
-                while got.count < bufferSize {
-                    let now = monotonicNanos()
-                    if now >= deadline { break }
-                    if !FileDescriptor.waitReadable(fd, milliseconds: Int32(clamping: (deadline - now) / 1_000_000 + 1)) { break }
-                    let n = read(fd, &buf, bufferSize - got.count)
-                    if n <= 0 { break }
-                    got += buf[0..<n]
-                }
-                if !got.isEmpty { deliver(got) }
+                // One read, then close: Postfix's unix_trigger() client writes its request
+                // and waits for the server to close, so reading on until end of input
+                // would stall both for trigger_timeout.
+                guard FileDescriptor.waitReadable(fd, milliseconds: Int32(clamping: timeout * 1000)) else { return }
+                let n = read(fd, &buf, bufferSize)
+                if n > 0 { deliver(Array(buf[0..<n])) }
             }
         }
         ctx.loop.onReadable(MasterStatus.statusFD) { ctx.exit() }

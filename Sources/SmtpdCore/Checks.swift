@@ -209,7 +209,8 @@ extension Session {
         return status == .reject ? check.errorText : nil
     }
 
-    /// smtpd_check_size: message_size_limit and the free space in the queue.
+    /// smtpd_check_size and smtpd_check_queue: message_size_limit, then the free space in
+    /// the queue file system.
     func checkSize(sender address: String, size: Int) -> String? {
         let saved = sender
         sender = address
@@ -220,13 +221,12 @@ extension Session {
         }
         var st = statvfs()
         guard statvfs(".", &st) == 0 else { return nil }
-        // In blocks, as Postfix compares them: queue_minfree must stay free after the
-        // message, and 1.5 times message_size_limit above queue_minfree.
+        // smtpd_check_queue, in blocks as Postfix compares them: more than queue_minfree
+        // free, and more than 1.5 times message_size_limit. The announced SIZE counts
+        // only against the limit (the reference takes a SIZE larger than the free space).
         let blockSize = max(Int(st.f_frsize), 1)
         let free = Int(st.f_bavail)
-        let minFree = s.queueMinFree / blockSize
-        if minFree >= free || size / blockSize >= free - minFree
-            || Double(free - minFree) < 1.5 * Double(s.messageSizeLimit / blockSize) {
+        if s.queueMinFree / blockSize >= free || Double(s.messageSizeLimit / blockSize) >= Double(free) / 1.5 {
             _ = checkReject(.resource, 452, "4.3.1", "Insufficient system storage")
             Msg.warn("not enough free space in mail queue: \(free * blockSize) bytes < 1.5*message size limit")
             return check.errorText

@@ -227,6 +227,35 @@ struct MasterTests {
         }
     }
 
+    /// A trigger client that waits for the server to close (Postfix's unix_trigger(), as in
+    /// the reference cleanup and postkick) is served at once: one read, then close. Reading
+    /// on until end of input once stalled qmgr for trigger_timeout per message.
+    @Test func triggerServerClosesAfterOneRead() throws {
+        let file = "/tmp/swallow-it-trig1-\(getpid())-\(UUID().uuidString.prefix(6))"
+        defer { unlink(file) }
+        let inst = try Instance(master: """
+        trig    unix - n n - 1 swallow-testd trigger \(file)
+        postlog unix-dgram n - n - 1 postlogd
+        """)
+        try inst.startMaster()
+        defer { inst.stopMaster() }
+        for request in ["I", "D"] {
+            let fd = try UnixSocket.connect(inst.queueDirectory + "/private/trig", timeout: 5)
+            defer { close(fd) }
+            let t0 = monotonicNanos()
+            #expect(writeAll(fd, Array(request.utf8)))
+            // The client keeps its end open and waits for the server's close.
+            #expect(FileDescriptor.waitReadable(fd, milliseconds: 5000))
+            var b: UInt8 = 0
+            #expect(read(fd, &b, 1) == 0)
+            let took = Double(monotonicNanos() - t0) / 1e9
+            #expect(took < 2, "\(took) s")
+            try inst.waitFor("trigger \(request)", seconds: 5) {
+                ((try? String(contentsOfFile: file, encoding: .utf8)) ?? "").contains(request)
+            }
+        }
+    }
+
     @Test func masterCommandLineAndLocks() throws {
         let inst = try Instance(master: "postlog unix-dgram n - n - 1 postlogd\n")
         let master = inst.programDirectory + "/master"
