@@ -421,13 +421,19 @@ extension Session {
         }
         whereText = Where.bdatContent
         // The chunk is read in pieces; lines are cut at LF (a line may span chunks).
+        // With smtpd_per_request_deadline each piece of up to 64 KB must arrive within
+        // the deadline (Postfix reads a chunk in buffer-sized smtp_fread() calls).
         var left = size
+        var pieceLeft = 0
+        defer { stream.deadline = nil }
         while left > 0 {
+            if pieceLeft == 0 {
+                pieceLeft = min(left, 65536)
+                startRequestDeadline(content: true)
+            }
             let piece: [UInt8]
-            startRequestDeadline(content: true)
-            defer { stream.deadline = nil }
             do {
-                piece = try stream.read(exactly: min(left, 65536))
+                piece = try stream.read(upTo: pieceLeft)
             } catch StreamError.timeout {
                 reason = "timeout"
                 cleanup = nil
@@ -444,8 +450,10 @@ extension Session {
                 return false
             }
             left -= piece.count
+            pieceLeft -= piece.count
             addBdatBytes(piece)
         }
+        stream.deadline = nil
         bdatTotal += size
         whereText = "BDAT"
         if !last {

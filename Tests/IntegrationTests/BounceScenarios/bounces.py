@@ -177,7 +177,9 @@ def run_scenario(inst, port, scn):
         out.append(f"{' '.join(st)} -> {reply}")
         time.sleep(0.2)
         now = set(os.listdir(inst.queue + "/incoming"))
-        for f in sorted(now - seen):
+        # In the order they were written: a queue ID's first digits are microseconds,
+        # which start again every second, so the names need not sort that way.
+        for f in sorted(now - seen, key=lambda f: os.stat(f"{inst.queue}/incoming/{f}").st_mtime_ns):
             posted.append(f)
             out.append(f"posted {f}:")
             out += ["  " + l for l in records_text(f"{inst.queue}/incoming/{f}")]
