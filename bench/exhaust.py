@@ -48,7 +48,6 @@ MASTER_CF_REST = [
     "local unix - n n - - local",
     "retry unix - - n - - error",
     "proxymap unix - - n - - proxymap",
-    "anvil unix - - n - 1 anvil",
     "postlog unix-dgram n - n - 1 postlogd",
 ]
 
