@@ -37,14 +37,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "Tests", "Support"))
 import mailinstance  # noqa: E402
 
-MASTER_CF_REST = [
-    "pickup unix n - n 60 1 pickup",
-    "cleanup unix n - n - 0 cleanup",
-    "qmgr unix n - n 300 1 qmgr",
-    "rewrite unix - - n - - trivial-rewrite",
-    "bounce unix - - n - 0 bounce",
-    "defer unix - - n - 0 bounce",
-    "trace unix - - n - 0 bounce",
+MASTER_CF_REST = mailinstance.core_services() + [
     "local unix - n n - - local",
     "retry unix - - n - - error",
     "proxymap unix - - n - - proxymap",
@@ -128,8 +121,7 @@ class Mail:
         return tags
 
     def queue_files(self):
-        return [f for q in ("maildrop", "incoming", "active", "deferred", "hold")
-                for f in glob.glob(f"{self.inst.queue}/{q}/**", recursive=True) if os.path.isfile(f)]
+        return self.inst.queue_files()
 
     def wait_delivered(self, seconds=60):
         deadline = time.time() + seconds
@@ -278,7 +270,7 @@ def part_process_limit(build, keep):
         # How many smtpd processes serve at once, sampled while the clients run.
         most = [0]
         while any(t.is_alive() for t in threads):
-            most.append(len(processes("smtpd", m.inst)))
+            most.append(len(m.inst.processes("smtpd")))
             time.sleep(0.05)
         for t in threads:
             t.join()
@@ -293,21 +285,6 @@ def part_process_limit(build, keep):
         m.check_delivered("process limit")
     finally:
         m.close(keep)
-
-
-def processes(name, inst):
-    """PIDs of the instance's processes running program `name`."""
-    out = []
-    for d in glob.glob("/proc/[0-9]*"):
-        try:
-            if os.path.basename(os.readlink(d + "/exe")) != name:
-                continue
-            environ = open(d + "/environ", "rb").read().decode(errors="replace").split("\0")
-        except OSError:
-            continue
-        if f"MAIL_CONFIG={inst.etc}" in environ:
-            out.append(int(d[6:]))
-    return out
 
 
 def slow_client(port, script, seconds=20):

@@ -30,14 +30,8 @@ def master_cf(port, port2):
     return "\n".join([
         f"127.0.0.1:{port} inet n - n - - smtpd",
         f"127.0.0.1:{port2} inet n - n - - smtpd -o cleanup_service_name=cleanup2",
-        "pickup unix n - n 60 1 pickup",
-        "cleanup unix n - n - 0 cleanup",
         "cleanup2 unix n - n - 0 cleanup -o virtual_alias_maps=texthash:@DIR@/rewrite",
-        "qmgr unix n - n 300 1 qmgr",
-        "rewrite unix - - n - - trivial-rewrite",
-        "bounce unix - - n - 0 bounce",
-        "defer unix - - n - 0 bounce",
-        "trace unix - - n - 0 bounce",
+    ] + mailinstance.core_services() + [
         "local unix - n n - - local",
         "smtp unix - - n - - smtp",
         "retry unix - - n - - error",
@@ -47,30 +41,8 @@ def master_cf(port, port2):
     ]) + "\n"
 
 
-def processes(name, inst):
-    """PIDs of the instance's processes running program `name` (its executable, and the
-    instance's configuration directory in its arguments or MAIL_CONFIG)."""
-    out = []
-    for d in glob.glob("/proc/[0-9]*"):
-        try:
-            if os.path.basename(os.readlink(d + "/exe")) != name:
-                continue
-            cmdline = open(d + "/cmdline", "rb").read().decode(errors="replace")
-            environ = open(d + "/environ", "rb").read().decode(errors="replace").split("\0")
-        except OSError:
-            continue
-        if inst.etc in cmdline or f"MAIL_CONFIG={inst.etc}" in environ:
-            out.append(int(d[6:]))
-    return out
-
-
-def queue_files(inst):
-    return [f for q in ("maildrop", "incoming", "active", "deferred", "hold")
-            for f in glob.glob(f"{inst.queue}/{q}/**", recursive=True) if os.path.isfile(f)]
-
-
 def master_running(inst):
-    return bool(processes("master", inst))
+    return bool(inst.processes("master"))
 
 
 def postfix(inst, cmd):
@@ -119,7 +91,7 @@ def main():
             for victim in VICTIMS:
                 if done.wait(random.uniform(0.2, 0.9)):
                     return
-                pids = processes(victim, inst)
+                pids = inst.processes(victim)
                 for pid in pids:
                     try:
                         os.kill(pid, signal.SIGKILL)
@@ -129,7 +101,7 @@ def main():
                 if victim == "master":
                     # Its children notice and leave; then the system starts again.
                     deadline = time.time() + 10
-                    while any(processes(p, inst) for p in ("qmgr", "pickup")) and time.time() < deadline:
+                    while any(inst.processes(p) for p in ("qmgr", "pickup")) and time.time() < deadline:
                         time.sleep(0.1)
                     # Children busy with a session keep the listen sockets until it ends
                     # (as with Postfix): start again until the ports are free.
@@ -158,13 +130,13 @@ def main():
         postfix(inst, "start")
     # Run the queue until it is empty (at most two minutes).
     deadline = time.time() + 120
-    while queue_files(inst) and time.time() < deadline:
+    while inst.queue_files() and time.time() < deadline:
         subprocess.run([f"{inst.libexec}/postqueue", "-c", inst.etc, "-f"], capture_output=True)
         time.sleep(2)
     # A file that a killed cleanup was writing never became ready (its owner-execute
     # bit is not set): no message, but a temporary file that postsuper -p removes once it
     # is old, as in Postfix. Ready files left behind are messages that are stuck.
-    left = queue_files(inst)
+    left = inst.queue_files()
     stuck = [f for f in left if os.stat(f).st_mode & 0o100]
     temporary = [f for f in left if f not in stuck]
     # What was acknowledged, and what arrived.

@@ -35,13 +35,7 @@ REF_PROGRAMS = ("smtpd", "cleanup", "trivial-rewrite", "qmgr", "virtual", "bounc
 def master_cf(port, p):
     return "\n".join([
         f"127.0.0.1:{port} inet n - n - - {p}smtpd",
-        f"pickup unix n - n 60 1 {p}pickup",
-        f"cleanup unix n - n - 0 {p}cleanup",
-        f"qmgr unix n - n 300 1 {p}qmgr",
-        f"rewrite unix - - n - - {p}trivial-rewrite",
-        f"bounce unix - - n - 0 {p}bounce",
-        f"defer unix - - n - 0 {p}bounce",
-        f"trace unix - - n - 0 {p}bounce",
+    ] + mailinstance.core_services(p) + [
         f"virtual unix - n n - - {p}virtual",
         "proxymap unix - - n - - proxymap",
         "postlog unix-dgram n - n - 1 postlogd",

@@ -262,9 +262,10 @@ struct SmtpdTests {
         inst.expectLog("warning: non-SMTP command from localhost[127.0.0.1]: GET / HTTP/1.0")
     }
 
-    /// A small queue file system: below queue_minfree MAIL gets 452; a message that fills the file system while cleanup writes it gets 451 and
-    /// leaves no file; what got a 250 before stays whole. (Cleanup once answered that
-    /// with "internal error 3": the write error did not count as an error at the end.)
+    /// A small queue file system: below queue_minfree MAIL gets 452; a message that fills
+    /// the file system while cleanup writes it gets 451 and leaves no file; what got a 250
+    /// before stays whole. (Cleanup once answered that with "internal error 3": the write
+    /// error did not count as an error at the end.)
     @Test(.enabled(if: geteuid() == 0)) func fullQueueFileSystem() throws {
         let port = freePort()
         let inst = try instance("message_size_limit = 0\nqueue_minfree = 1000000\n", port: port) {

@@ -7,7 +7,7 @@ fresh 127.53.x.y address and master runs in a private mount namespace whose
 /etc/resolv.conf names it, so that every daemon's lookups reach that server and nothing
 else. Needs root (the postfix account, port 53, mount namespaces).
 """
-import grp, os, pwd, random, shutil, subprocess, tempfile, time
+import glob, grp, os, pwd, random, shutil, subprocess, tempfile, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -20,6 +20,20 @@ OUR_PROGRAMS = ["master", "postlogd", "postfix", "postconf", "postlog", "postmap
 SETGID_PROGRAMS = ("postdrop", "postqueue")
 
 _given = set()
+
+
+def core_services(prefix=""):
+    """The master.cf lines of the queue's own services (pickup, cleanup, qmgr,
+    trivial-rewrite, bounce/defer/trace), each program named with `prefix` ("ref-" for
+    the reference's)."""
+    p = prefix
+    return [f"pickup unix n - n 60 1 {p}pickup",
+            f"cleanup unix n - n - 0 {p}cleanup",
+            f"qmgr unix n - n 300 1 {p}qmgr",
+            f"rewrite unix - - n - - {p}trivial-rewrite",
+            f"bounce unix - - n - 0 {p}bounce",
+            f"defer unix - - n - 0 {p}bounce",
+            f"trace unix - - n - 0 {p}bounce"]
 
 
 def free_port():
@@ -119,6 +133,27 @@ import_environment = MAIL_CONFIG MAIL_DEBUG MAIL_LOGTAG TZ LANG=C POSTLOG_SERVIC
                 return
             time.sleep(0.05)
         raise RuntimeError("master did not start:\n" + self.read_log()[-2000:] + open(self.root + "/master.stderr").read())
+
+    def processes(self, name):
+        """PIDs of this instance's processes running program `name` (its executable, and
+        the configuration directory in its arguments or MAIL_CONFIG)."""
+        out = []
+        for d in glob.glob("/proc/[0-9]*"):
+            try:
+                if os.path.basename(os.readlink(d + "/exe")) != name:
+                    continue
+                cmdline = open(d + "/cmdline", "rb").read().decode(errors="replace")
+                environ = open(d + "/environ", "rb").read().decode(errors="replace").split("\0")
+            except OSError:
+                continue
+            if self.etc in cmdline or f"MAIL_CONFIG={self.etc}" in environ:
+                out.append(int(d[6:]))
+        return out
+
+    def queue_files(self):
+        """Every file in the queues that hold messages."""
+        return [f for q in ("maildrop", "incoming", "active", "deferred", "hold")
+                for f in glob.glob(f"{self.queue}/{q}/**", recursive=True) if os.path.isfile(f)]
 
     def read_log(self):
         try:
